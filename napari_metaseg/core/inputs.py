@@ -1,0 +1,362 @@
+"""Validation and normalisation of softmax inputs and ground truth.
+
+Every public entry point of the engine funnels its arrays through here once; the numba
+kernels further down the pipeline trust what comes out: float32, C-contiguous, classes last,
+finite, non-negative, rows summing to 1 (up to float32 rounding).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["as_probabilities", "check_ground_truth"]
+
+#: Row sums within this distance of 1 are float rounding: the array is used as given.
+SUM_EXACT_TOL = 1e-4
+#: Row sums within this distance of 1 are quantisation (uint8 maps, float16): silently renormalised.
+SUM_QUIET_TOL = 0.02
+#: Negative values down to this are float noise around 0 and are clipped, not reported.
+NEGATIVE_NOISE = 1e-6
+
+
+class ProbabilityWarning(UserWarning):
+    """Raised (as a warning) when an input had to be converted to look like probabilities."""
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _row_stats(a, pred):
+    """One pass over an (n, q) array: non-finite count, value range, row-sum range, argmax.
+
+    The argmax is written to ``pred`` (ties go to the lower class index, like ``np.argmax``);
+    it is unchanged by the renormalisation or softmax applied afterwards, so the caller never
+    needs a second pass for it.
+    """
+    n, q = a.shape
+    nchunks = min(n, 64)
+    nonfinite = np.zeros(nchunks, np.int64)
+    vmin = np.full(nchunks, np.inf)
+    vmax = np.full(nchunks, -np.inf)
+    smin = np.full(nchunks, np.inf)
+    smax = np.full(nchunks, -np.inf)
+    zero_rows = np.zeros(nchunks, np.int64)
+    for ch in prange(nchunks):
+        lo = ch * n // nchunks
+        hi = (ch + 1) * n // nchunks
+        nf = 0
+        lmin = np.inf
+        lmax = -np.inf
+        lsmin = np.inf
+        lsmax = -np.inf
+        zr = 0
+        for i in range(lo, hi):
+            s = 0.0
+            best = a[i, 0]
+            arg = 0
+            for c in range(q):
+                v = a[i, c]
+                if not np.isfinite(v):
+                    nf += 1
+                    continue
+                s += v
+                lmin = min(lmin, v)
+                lmax = max(lmax, v)
+                if v > best:
+                    best = v
+                    arg = c
+            pred[i] = arg
+            lsmin = min(lsmin, s)
+            lsmax = max(lsmax, s)
+            if s <= 0.0:
+                zr += 1
+        nonfinite[ch] = nf
+        vmin[ch] = lmin
+        vmax[ch] = lmax
+        smin[ch] = lsmin
+        smax[ch] = lsmax
+        zero_rows[ch] = zr
+    return (
+        nonfinite.sum(),
+        vmin.min(),
+        vmax.max(),
+        smin.min(),
+        smax.max(),
+        zero_rows.sum(),
+    )
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _renormalise(a, out):
+    """Clip float noise below 0 and divide every row by its sum."""
+    n, q = a.shape
+    for i in prange(n):
+        s = 0.0
+        for c in range(q):
+            s += max(a[i, c], 0.0)
+        inv = 1.0 / s
+        for c in range(q):
+            out[i, c] = max(a[i, c], 0.0) * inv
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _softmax(a, out):
+    n, q = a.shape
+    for i in prange(n):
+        m = a[i, 0]
+        for c in range(1, q):
+            m = max(m, a[i, c])
+        s = 0.0
+        for c in range(q):
+            e = np.exp(np.float64(a[i, c]) - m)
+            out[i, c] = e
+            s += e
+        inv = 1.0 / s
+        for c in range(q):
+            out[i, c] = out[i, c] * inv
+
+
+@njit(cache=True, nogil=True)
+def _count_bad_ids(g, q, ignore, has_ignore):
+    n_bad = 0
+    lo = np.int64(2**40)
+    hi = -lo
+    for i in range(g.size):
+        v = g[i]
+        if (v < 0 or v >= q) and not (has_ignore and v == ignore):
+            n_bad += 1
+            lo = min(lo, v)
+            hi = max(hi, v)
+    return n_bad, lo, hi
+
+
+def _pred_dtype(q):
+    return np.uint8 if q <= 256 else np.int32
+
+
+def _to_float32(x, scale, name):
+    """Convert to float32 (copy only where needed), applying ``scale`` to integer maps."""
+    if x.dtype == np.bool_ or np.iscomplexobj(x) or x.dtype.kind not in "fiu":
+        raise TypeError(f"{name} has dtype {x.dtype}; expected float16/32/64 or an unsigned integer map")
+    if x.dtype.kind in "iu":
+        if scale is None:
+            if x.dtype.kind == "u":
+                scale = 1.0 / np.iinfo(x.dtype).max
+            else:
+                raise TypeError(
+                    f"{name} has signed integer dtype {x.dtype}; pass scale= (the value of one step) "
+                    "to read it as quantised probabilities"
+                )
+        out = np.empty(x.shape, np.float32)
+        np.multiply(x, np.float32(scale), out=out, casting="unsafe")
+        return out
+    if scale is not None:
+        raise ValueError(f"scale={scale!r} is only meaningful for integer maps; {name} is {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _normalise_axis(axis, ndim, argname):
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{argname} must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{argname}={axis} is out of range for an array with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def _canonical(x, *, class_axis, sample_axis, scale, name):
+    """Validate ``x`` and return ``(probs, pred)``.
+
+    ``probs`` is float32, C-contiguous, with the sample axis first (when given) and classes last;
+    ``pred`` is the argmax over classes (of the sample mean is computed elsewhere; here it is the
+    argmax of each row, used only when there is no sample axis).
+    """
+    x = np.asarray(x)
+    if x.size == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape}); expected a probability map")
+    n_extra = 0 if sample_axis is None else 1
+    spatial_ndim = x.ndim - 1 - n_extra
+    if spatial_ndim not in (2, 3):
+        layout = "(samples, " if n_extra else "("
+        raise ValueError(
+            f"{name} has {x.ndim} dimensions (shape {x.shape}); expected "
+            f"{2 + 1 + n_extra} or {3 + 1 + n_extra}: {layout}2D or 3D spatial axes, a class axis)"
+        )
+    cax = _normalise_axis(class_axis, x.ndim, "class_axis")
+    if sample_axis is not None:
+        sax = _normalise_axis(sample_axis, x.ndim, "sample_axis")
+        if sax == cax:
+            raise ValueError(f"sample_axis and class_axis are both axis {cax}")
+        x = np.moveaxis(x, (sax, cax), (0, -1))
+    else:
+        x = np.moveaxis(x, cax, -1)
+    q = x.shape[-1]
+    if q < 2:
+        raise ValueError(
+            f"the class axis (axis {class_axis}) of {name} has size {q}; a probability map needs at "
+            "least 2 classes (for a single foreground probability p, stack [1 - p, p])"
+        )
+    a = _to_float32(x, scale, name)
+    flat = a.reshape(-1, q)
+    pred = np.empty(flat.shape[0], _pred_dtype(q))
+    nonfinite, vmin, vmax, smin, smax, zero_rows = _row_stats(flat, pred)
+    if nonfinite:
+        raise ValueError(
+            f"{name} contains {nonfinite} NaN or inf values; probabilities must be finite"
+        )
+    owned = not np.may_share_memory(a, x)
+    probabilities_range = vmin >= -NEGATIVE_NOISE and vmax <= 1.0 + NEGATIVE_NOISE
+    sums_ok = abs(smin - 1.0) <= SUM_QUIET_TOL and abs(smax - 1.0) <= SUM_QUIET_TOL
+    if not probabilities_range:
+        if vmin < 0 and sums_ok:
+            raise ValueError(
+                f"{name} has negative probabilities (minimum {vmin:.4g}) although its class sums "
+                f"are close to 1 ({smin:.4g}..{smax:.4g}); probabilities must be >= 0"
+            )
+        warnings.warn(
+            f"{name} looks like logits, not probabilities (values {vmin:.4g}..{vmax:.4g}, "
+            f"class sums {smin:.4g}..{smax:.4g}); applying softmax over the class axis",
+            ProbabilityWarning,
+            stacklevel=3,
+        )
+        out = a if owned else np.empty_like(a)
+        _softmax(flat, out.reshape(-1, q))
+        return out, pred
+    if zero_rows:
+        raise ValueError(
+            f"{name} has {zero_rows} pixels whose class probabilities are all 0; "
+            "every pixel needs a probability distribution"
+        )
+    exact = (
+        abs(smin - 1.0) <= SUM_EXACT_TOL
+        and abs(smax - 1.0) <= SUM_EXACT_TOL
+        and vmin >= 0.0
+    )
+    if exact:
+        if not owned:
+            a = a.view()
+            a.flags.writeable = False
+        return a, pred
+    if not sums_ok:
+        warnings.warn(
+            f"the class probabilities of {name} sum to {smin:.4g}..{smax:.4g}, off by more than "
+            f"{SUM_QUIET_TOL:.0%} from 1; renormalising each pixel",
+            ProbabilityWarning,
+            stacklevel=3,
+        )
+    out = a if owned else np.empty_like(a)
+    _renormalise(flat, out.reshape(-1, q))
+    return out, pred
+
+
+def as_probabilities(x, *, class_axis=-1, sample_axis=None, scale=None):
+    """Validate a softmax output and return it as float32 probabilities, classes last.
+
+    Parameters
+    ----------
+    x : array_like
+        Class probabilities with 2D or 3D spatial axes and one class axis, and optionally a
+        leading (or any) sample axis of MC-dropout / ensemble samples. float16/32/64, or
+        unsigned integers holding quantised probabilities.
+    class_axis : int, default -1
+        Axis of ``x`` holding the classes.
+    sample_axis : int or None, default None
+        Axis of ``x`` holding MC samples; the samples are validated and their mean returned.
+    scale : float or None, default None
+        Value of one integer step for integer maps; ``None`` means ``1 / dtype max``
+        (``1/255`` for uint8).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, C-contiguous, shape ``spatial + (q,)``. Pixels whose class sums were off by at
+        most 2 % (quantisation) are renormalised silently. When ``x`` already is such an array it
+        is returned as a read-only view, not copied.
+
+    Raises
+    ------
+    ValueError
+        Empty input, wrong number of dimensions, fewer than 2 classes, NaN/inf, negative
+        probabilities, pixels whose probabilities are all 0.
+    TypeError
+        Non-numeric dtype, or a signed integer map without ``scale``.
+
+    Warns
+    -----
+    ProbabilityWarning
+        Logits (values outside [0, 1]) are softmaxed; class sums off by more than 2 % are
+        renormalised.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = as_probabilities(np.full((4, 4, 3), 85, np.uint8))
+    >>> p.dtype, p.shape, float(p.sum(-1).max())
+    (dtype('float32'), (4, 4, 3), 1.0)
+    """
+    a, _ = _canonical(x, class_axis=class_axis, sample_axis=sample_axis, scale=scale, name="x")
+    if sample_axis is not None:
+        return a.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return a
+
+
+def check_ground_truth(gt, spatial_shape, n_classes, *, ignore_index=255, name="gt"):
+    """Validate ground truth class ids against a probability map.
+
+    Parameters
+    ----------
+    gt : array_like
+        Integer class ids (or a float array holding integers) with the spatial shape of the
+        probabilities.
+    spatial_shape : tuple of int
+        Spatial shape of the probabilities.
+    n_classes : int
+        Number of classes ``q``; valid ids are ``0 .. q-1`` and ``ignore_index``.
+    ignore_index : int or None, default 255
+        Id of pixels excluded from the quality statistics.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 copy (or the input, when it already is C-contiguous int32), same shape.
+
+    Raises
+    ------
+    ValueError
+        Shape mismatch, non-integer values, ids outside ``0 .. q-1`` other than ``ignore_index``.
+
+    Examples
+    --------
+    >>> check_ground_truth(np.array([[0, 1], [255, 1]]), (2, 2), 2).dtype
+    dtype('int32')
+    """
+    gt = np.asarray(gt)
+    if tuple(gt.shape) != tuple(spatial_shape):
+        raise ValueError(
+            f"{name} has shape {gt.shape} but the probabilities have spatial shape "
+            f"{tuple(spatial_shape)}; they must match"
+        )
+    if gt.dtype == np.bool_:
+        gt = gt.astype(np.int32)
+    if gt.dtype.kind == "f":
+        if not np.all(np.isfinite(gt)):
+            raise ValueError(f"{name} contains NaN or inf; expected integer class ids")
+        if not np.array_equal(gt, np.round(gt)):
+            raise ValueError(f"{name} is a float array with non-integer values; expected integer class ids")
+    elif gt.dtype.kind not in "iu":
+        raise TypeError(f"{name} has dtype {gt.dtype}; expected integer class ids")
+    lo, hi = (int(gt.min()), int(gt.max()))
+    ign = None if ignore_index is None else int(ignore_index)
+    if lo < 0 or hi >= n_classes:
+        if max(abs(lo), abs(hi)) >= 2**31:
+            raise ValueError(f"{name} contains class ids {lo}..{hi}, far outside 0..{n_classes - 1}")
+        gt = np.ascontiguousarray(gt, dtype=np.int32)
+        n_bad, bad_lo, bad_hi = _count_bad_ids(gt.reshape(-1), n_classes, -1 if ign is None else ign,
+                                               ign is not None)
+        if n_bad:
+            raise ValueError(
+                f"{name} contains {n_bad} pixels with class ids in {bad_lo}..{bad_hi}, outside "
+                f"0..{n_classes - 1} (the probabilities have {n_classes} classes) and not "
+                f"ignore_index={ignore_index}"
+            )
+    return np.ascontiguousarray(gt, dtype=np.int32)
