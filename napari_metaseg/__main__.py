@@ -6,7 +6,10 @@ import argparse
 
 
 def populate_demo(viewer):
-    """Open the nuclei sample in ``viewer`` and add heatmaps and segments coloured by IoU_adj."""
+    """Open the nuclei sample in ``viewer`` and add heatmaps and segments coloured by IoU_adj.
+
+    Background segments (class 0) stay transparent so the nuclei's colours are what one sees.
+    """
     from ._layers import add_results
     from ._sample_data import load_nuclei_arrays
     from .core import dispersion_maps, segment_metrics
@@ -15,7 +18,7 @@ def populate_demo(viewer):
     _, probs, gt = load_nuclei_arrays()
     maps = dispersion_maps(probs)
     seg, table = segment_metrics(probs, gt)
-    return add_results(viewer, maps, seg, table, color_by="iou_adj")
+    return add_results(viewer, maps, seg, table, color_by="iou_adj", hide_classes=(0,))
 
 
 def main(argv=None):

@@ -7,11 +7,11 @@ import numpy as np
 from .core.colors import quality_rgba
 
 
-def segment_colormap(table, column, *, reverse=False, alpha=0.7):
+def segment_colormap(table, column, *, reverse=False, alpha=0.7, hide_classes=()):
     """A ``DirectLabelColormap`` colouring each segment id of ``table`` by ``table[column]``.
 
     ``reverse=True`` is for columns where high means bad (e.g. mean entropy ``E``).
-    Background (0) and ids not in the table are transparent.
+    Label 0, ids not in the table and segments of ``hide_classes`` are transparent.
     """
     from napari.utils.colormaps import DirectLabelColormap
 
@@ -19,12 +19,15 @@ def segment_colormap(table, column, *, reverse=False, alpha=0.7):
     if reverse:
         values = 1.0 - values
     rgba = quality_rgba(values, alpha=alpha)
+    if len(hide_classes):
+        rgba[table["class"].isin(list(hide_classes)).to_numpy(), 3] = 0.0
     color_dict = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
     color_dict.update(zip(table["index"].to_numpy().tolist(), rgba, strict=True))
     return DirectLabelColormap(color_dict=color_dict)
 
 
-def add_results(viewer, maps, seg, table, *, color_by, scale=None, translate=None, reverse=False):
+def add_results(viewer, maps, seg, table, *, color_by, scale=None, translate=None, reverse=False,
+                hide_classes=()):
     """Add heatmap Image layers and a ``segments`` Labels layer carrying the metrics table."""
     kwargs = {}
     if scale is not None:
@@ -39,6 +42,6 @@ def add_results(viewer, maps, seg, table, *, color_by, scale=None, translate=Non
                              **kwargs)
         )
     seg_layer = viewer.add_labels(seg, name="segments", features=table, opacity=0.7, **kwargs)
-    seg_layer.colormap = segment_colormap(table, color_by, reverse=reverse)
+    seg_layer.colormap = segment_colormap(table, color_by, reverse=reverse, hide_classes=hide_classes)
     layers.append(seg_layer)
     return layers

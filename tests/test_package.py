@@ -1,0 +1,57 @@
+"""Packaging contracts: a headless core, a valid manifest, the samples."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_metaseg.core.colors import quality_rgba
+
+
+def test_core_imports_neither_qt_nor_napari():
+    code = (
+        "import sys, napari_metaseg.core, napari_metaseg.io;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari', 'magicgui', 'vispy')];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_manifest_is_valid_and_ids_are_namespaced():
+    npe2 = pytest.importorskip("npe2")
+    pm = npe2.PluginManifest.from_distribution("napari-metaseg")
+    assert pm.name == "napari-metaseg"
+    ids = [c.id for c in pm.contributions.commands]
+    assert ids and all(i.startswith("napari-metaseg.") for i in ids)
+    out = subprocess.run(["npe2", "validate", "napari-metaseg"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_nuclei_sample_layers_are_consistent():
+    from napari_metaseg._sample_data import make_nuclei_sample
+
+    layers = make_nuclei_sample()
+    kinds = [k for *_, k in layers]
+    assert kinds == ["image", "image", "labels"]
+    image, probs, gt = (d for d, *_ in layers)
+    assert probs.shape == (2, *image.shape) and gt.shape == image.shape
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-6)
+    assert set(np.unique(gt)) == {0, 1}
+
+
+def test_quality_colours_red_yellow_green_and_nan_grey():
+    rgba = quality_rgba([0.0, 0.5, 1.0, np.nan, -3.0, 7.0], alpha=0.5)
+    red, yellow, green, grey, low, high = rgba
+    assert red[0] > 0.8 and red[1] < 0.2
+    assert yellow[0] > 0.9 and yellow[1] > 0.7
+    assert green[1] > 0.6 and green[0] < 0.2
+    np.testing.assert_allclose(grey[:3], 0.55, atol=1e-6)
+    np.testing.assert_array_equal(low, red)
+    np.testing.assert_array_equal(high, green)
+    assert np.all(rgba[:, 3] == 0.5)
+    # monotone: redness falls and greenness rises with quality
+    ramp = quality_rgba(np.linspace(0, 1, 21))
+    assert np.all(np.diff(ramp[10:, 0]) <= 1e-7) and np.all(np.diff(ramp[:11, 1]) >= -1e-7)
