@@ -41,24 +41,30 @@ _HALF = np.float32(0.5)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _plogp_block(pf, pi, start, n, out):
-    """``out[j] = p * log(p)`` for ``p = pf[start + j]``, ``j < n``; ``pi`` is ``pf``'s bits.
+def _plogp(p, bits):
+    """``p * log(p)`` for a float32 ``p`` >= 0 whose int32 bit pattern is ``bits``.
 
     ``log p = e ln2 + log m`` with ``p = m 2^e``, ``m`` folded into [sqrt(1/2), sqrt(2)), and
     ``log m = 2 atanh(s)``, ``s = (m - 1) / (m + 1)``, ``|s| <= 0.172``, summed to ``s^9``
     (truncation error < 1e-9). ``p = 0`` gives ``0 * (-127 ln2) = 0``, the limit of p log p.
+    Branch-free, so loops over it vectorise (``math.log`` does not).
     """
+    e = np.float32(((bits >> 23) & 0xFF) - 127)
+    m = np.float32(bits & 0x7FFFFF) * _MANT + _ONE
+    big = m > _SQRT2
+    m = m * _HALF if big else m
+    e = e + _ONE if big else e
+    s = (m - _ONE) / (m + _ONE)
+    s2 = s * s
+    logm = s * (_C1 + s2 * (_C3 + s2 * (_C5 + s2 * (_C7 + s2 * _C9))))
+    return p * (e * _LN2 + logm)
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _plogp_block(pf, pi, start, n, out):
+    """``out[j] = p log p`` for ``p = pf[start + j]``, ``j < n``; ``pi`` is ``pf``'s bits."""
     for j in range(n):
-        bits = pi[start + j]
-        e = np.float32(((bits >> 23) & 0xFF) - 127)
-        m = np.float32(bits & 0x7FFFFF) * _MANT + _ONE
-        big = m > _SQRT2
-        m = m * _HALF if big else m
-        e = e + _ONE if big else e
-        s = (m - _ONE) / (m + _ONE)
-        s2 = s * s
-        logm = s * (_C1 + s2 * (_C3 + s2 * (_C5 + s2 * (_C7 + s2 * _C9))))
-        out[j] = pf[start + j] * (e * _LN2 + logm)
+        out[j] = _plogp(pf[start + j], pi[start + j])
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")

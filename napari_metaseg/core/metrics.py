@@ -14,14 +14,7 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-from .heatmaps import (
-    MEASURES,
-    SAMPLE_MEASURES,
-    _check_measures,
-    _pixel_measures,
-    _plogp_block,
-    _sample_maps,
-)
+from .heatmaps import MEASURES, SAMPLE_MEASURES, _check_measures, _plogp, _sample_maps
 from .inputs import _canonical, check_ground_truth
 from .segments import _label_any, _resolve_mode
 
@@ -34,38 +27,97 @@ _COL_M0 = 2
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _is_interior(seg, i, s, a, b, c, d0, d1, d2, use0, use1, use2):
-    """True when every neighbour of (a, b, c) inside the array (along the used axes) is in ``s``."""
-    lo0 = -1 if (use0 and a > 0) else 0
-    hi0 = 1 if (use0 and a < d0 - 1) else 0
-    lo1 = -1 if (use1 and b > 0) else 0
-    hi1 = 1 if (use1 and b < d1 - 1) else 0
-    lo2 = -1 if (use2 and c > 0) else 0
-    hi2 = 1 if (use2 and c < d2 - 1) else 0
-    st0 = d1 * d2
-    # The in-row neighbours are the cheapest and the likeliest to differ: test them first.
-    if seg[i + lo2] != s or seg[i + hi2] != s:
-        return False
-    for da in range(lo0, hi0 + 1):
-        for db in range(lo1, hi1 + 1):
+def _and_row(inside, srow, nb, w, diag):
+    """``inside[j] &= nb[j'] == srow[j]`` for ``j' in j-1..j+1`` (only ``j' = j`` without ``diag``).
+
+    ``nb`` is a neighbouring row (or the row itself); neighbours outside the row are ignored.
+    Written branch-free so it vectorises.
+    """
+    if not diag:
+        for j in range(w):
+            inside[j] &= nb[j] == srow[j]
+        return
+    if w == 1:
+        inside[0] &= nb[0] == srow[0]
+        return
+    inside[0] &= (nb[0] == srow[0]) & (nb[1] == srow[0])
+    for j in range(1, w - 1):
+        sj = srow[j]
+        inside[j] &= (nb[j - 1] == sj) & (nb[j] == sj) & (nb[j + 1] == sj)
+    inside[w - 1] &= (nb[w - 2] == srow[w - 1]) & (nb[w - 1] == srow[w - 1])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_interior(seg, inside, a, b, d0, d1, d2, use0, use1, use2):
+    """Interior flags of row (a, b): every in-array neighbour (along used axes) in the same segment."""
+    base = (a * d1 + b) * d2
+    srow = seg[base : base + d2]
+    inside[:] = True
+    if use2:
+        _and_row(inside, srow, srow, d2, True)
+    for da in range(-1, 2):
+        if da != 0 and (not use0 or a + da < 0 or a + da >= d0):
+            continue
+        for db in range(-1, 2):
+            if db != 0 and (not use1 or b + db < 0 or b + db >= d1):
+                continue
             if da == 0 and db == 0:
                 continue
-            j = i + da * st0 + db * d2
-            for dc in range(lo2, hi2 + 1):
-                if seg[j + dc] != s:
-                    return False
-    return True
+            nbase = ((a + da) * d1 + b + db) * d2
+            _and_row(inside, srow, seg[nbase : nbase + d2], d2, use2)
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _row_measures(pf, base, w, ws, q, tr, tri, ent, p1, p2, want_e, e_out, d_out, v_out, inv_logq):
+    """E, D, V of the ``w`` pixels from ``base`` on; leaves their probabilities in ``tr``.
+
+    The row is first transposed to class-major order (``tr[c * ws + j]``) so that every later
+    loop runs over pixels with unit stride and vectorises: the p log p terms (bit-level float32
+    logarithm), the running top two probabilities, and later the per-segment class sums.
+    ``ws`` is ``w`` padded so the class rows do not all map to the same cache sets.
+    """
+    for j in range(w):
+        src = (base + j) * q
+        for c in range(q):
+            tr[c * ws + j] = pf[src + c]
+    for j in range(w):
+        p1[j] = tr[j]
+        p2[j] = 0.0
+        ent[j] = 0.0
+    for c in range(1, q):
+        off = c * ws
+        for j in range(w):
+            v = tr[off + j]
+            p2[j] = max(p2[j], min(p1[j], v))
+            p1[j] = max(p1[j], v)
+    if want_e:
+        for c in range(q):
+            off = c * ws
+            for j in range(w):
+                ent[j] += _plogp(tr[off + j], tri[off + j])
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for j in range(w):
+        e_out[j] = min(max(-ent[j] * inv_logq, zero), one)
+        d_out[j] = min(max(one - p1[j] + p2[j], zero), one)
+        v_out[j] = min(max(one - p1[j], zero), one)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=True, error_model="numpy")
 def _accumulate(flat, seg, d0, d1, d2, skip_axis, want_e, extra, nseg, nchunks):
-    """Per-segment sums over a C-contiguous (d0, d1, d2) grid; returns (nseg + 1, ncols) float64."""
+    """Per-segment sums over a C-contiguous (d0, d1, d2) grid; returns (nseg + 1, ncols) float64.
+
+    Works row by row (rows along the contiguous axis): heatmaps of the row, interior flags of the
+    row, then one update of the segment's accumulators per run of equal segment id.
+    """
     q = flat.shape[1]
     n_extra = extra.shape[0]
     nm = 3 + n_extra
     ncols = _COL_M0 + 2 * nm + q
+    off_c = _COL_M0 + 2 * nm
     pf = flat.reshape(-1)
-    pi = pf.view(np.int32)
+    w = d2
+    ws = w + 16 - w % 16 + 16
     inv_logq = np.float32(1.0 / np.log(q))
     use0 = skip_axis != 0 and d0 > 1
     use1 = skip_axis != 1 and d1 > 1
@@ -74,38 +126,49 @@ def _accumulate(flat, seg, d0, d1, d2, skip_axis, want_e, extra, nseg, nchunks):
     partial = np.zeros((nchunks, nseg + 1, ncols))
     for ch in prange(nchunks):
         acc = partial[ch]
-        scratch = np.zeros(d2 * q, np.float32)
-        vals = np.empty(nm, np.float32)
+        tr = np.empty(ws * q, np.float32)
+        tri = tr.view(np.int32)
+        ent = np.empty(w, np.float32)
+        p1 = np.empty(w, np.float32)
+        p2 = np.empty(w, np.float32)
+        maps = np.empty((nm, w), np.float32)
+        inside = np.empty(w, np.bool_)
         for r in range(ch * nrows // nchunks, (ch + 1) * nrows // nchunks):
             a = r // d1
             b = r - a * d1
-            base = r * d2
-            if want_e:
-                _plogp_block(pf, pi, base * q, d2 * q, scratch)
-            for c in range(d2):
-                i = base + c
-                s = seg[i]
-                e, d, v, _ = _pixel_measures(pf, i, q, scratch, c * q, inv_logq)
-                vals[0] = e
-                vals[1] = d
-                vals[2] = v
-                for x in range(n_extra):
-                    vals[3 + x] = extra[x, i]
+            base = r * w
+            _row_measures(pf, base, w, ws, q, tr, tri, ent, p1, p2, want_e, maps[0], maps[1], maps[2],
+                          inv_logq)
+            for x in range(n_extra):
+                maps[3 + x, :] = extra[x, base : base + w]
+            _row_interior(seg, inside, a, b, d0, d1, d2, use0, use1, use2)
+            j0 = 0
+            while j0 < w:
+                s = seg[base + j0]
+                j1 = j0 + 1
+                while j1 < w and seg[base + j1] == s:
+                    j1 += 1
                 row = acc[s]
-                row[_COL_S] += 1.0
-                inside = _is_interior(seg, i, s, a, b, c, d0, d1, d2, use0, use1, use2)
-                if inside:
-                    row[_COL_SIN] += 1.0
-                    for m in range(nm):
-                        row[_COL_M0 + 2 * m] += vals[m]
-                        row[_COL_M0 + 2 * m + 1] += vals[m]
-                else:
-                    for m in range(nm):
-                        row[_COL_M0 + 2 * m] += vals[m]
-                pbase = i * q
-                off = _COL_M0 + 2 * nm
-                for k in range(q):
-                    row[off + k] += pf[pbase + k]
+                n_in = 0
+                for j in range(j0, j1):
+                    n_in += inside[j]
+                row[_COL_S] += j1 - j0
+                row[_COL_SIN] += n_in
+                for m in range(nm):
+                    tot = 0.0
+                    tin = 0.0
+                    for j in range(j0, j1):
+                        v = np.float64(maps[m, j])
+                        tot += v
+                        tin += v if inside[j] else 0.0
+                    row[_COL_M0 + 2 * m] += tot
+                    row[_COL_M0 + 2 * m + 1] += tin
+                for c in range(q):
+                    tot = 0.0
+                    for j in range(c * ws + j0, c * ws + j1):
+                        tot += tr[j]
+                    row[off_c + c] += tot
+                j0 = j1
     out = partial[0]
     for ch in range(1, nchunks):
         out += partial[ch]
