@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def smooth_softmax(shape, q, *, cell=24, sharpness=6.0, seed=0):
-    """Softmax of smooth random logits: blobby class regions with soft, uncertain borders."""
+def smooth_logits(shape, q, *, cell, sharpness, seed):
+    """Smooth random logits: bilinear upsampling of coarse Gaussian noise."""
     from scipy.ndimage import zoom
 
     rng = np.random.default_rng(seed)
@@ -39,29 +39,34 @@ def smooth_softmax(shape, q, *, cell=24, sharpness=6.0, seed=0):
     logits = rng.standard_normal((*coarse, q)).astype(np.float32) * sharpness
     factors = [s / c for s, c in zip(shape, coarse, strict=True)] + [1]
     logits = zoom(logits, factors, order=1, prefilter=False)
-    logits += rng.standard_normal(logits.shape).astype(np.float32) * 0.3
+    return np.ascontiguousarray(logits[tuple(slice(0, s) for s in shape)])
+
+
+def smooth_softmax(shape, q, *, cell=24, sharpness=6.0, seed=0):
+    """Softmax of smooth random logits: blobby class regions with soft, uncertain borders.
+
+    Returns the probabilities and a ground truth that disagrees with their argmax in
+    structured places (the argmax of the logits plus a second, finer smooth field), the way a
+    network's errors cluster at object borders and in ambiguous regions.
+    """
+    logits = smooth_logits(shape, q, cell=cell, sharpness=sharpness, seed=seed)
+    disturbed = logits + smooth_logits(shape, q, cell=max(4, cell // 3), sharpness=sharpness * 0.4,
+                                       seed=seed + 100)
+    gt = disturbed.argmax(-1).astype(np.uint8)
     logits -= logits.max(-1, keepdims=True)
     p = np.exp(logits, dtype=np.float32)
     p /= p.sum(-1, keepdims=True)
-    return np.ascontiguousarray(p[tuple(slice(0, s) for s in shape)], dtype=np.float32)
+    return p, gt
 
 
 def make_case(name, seed=0):
     if name == "image":
-        probs = smooth_softmax((1024, 2048), 19, cell=48, seed=seed)
-    elif name == "image-quick":
-        probs = smooth_softmax((256, 512), 19, cell=48, seed=seed)
-    elif name == "volume":
-        probs = smooth_softmax((240, 240, 155), 4, cell=20, seed=seed)
-    else:
-        probs = smooth_softmax((60, 60, 40), 4, cell=20, seed=seed)
-    pred = probs.argmax(-1)
-    rng = np.random.default_rng(seed + 1)
-    # ground truth: the prediction with a fraction of its segments relabelled
-    gt = pred.copy()
-    flip = rng.random(probs.shape[:-1]) < 0.02
-    gt[flip] = rng.integers(0, probs.shape[-1], flip.sum())
-    return probs, gt.astype(np.uint8)
+        return smooth_softmax((1024, 2048), 19, cell=48, seed=seed)
+    if name == "image-quick":
+        return smooth_softmax((256, 512), 19, cell=48, seed=seed)
+    if name == "volume":
+        return smooth_softmax((240, 240, 155), 4, cell=20, seed=seed)
+    return smooth_softmax((60, 60, 40), 4, cell=20, seed=seed)
 
 
 CASES = {

@@ -60,60 +60,74 @@ def _plogp(p, bits):
     return p * (e * _LN2 + logm)
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _plogp_block(pf, pi, start, n, out):
-    """``out[j] = p log p`` for ``p = pf[start + j]``, ``j < n``; ``pi`` is ``pf``'s bits."""
-    for j in range(n):
-        out[j] = _plogp(pf[start + j], pi[start + j])
+@njit(cache=True, nogil=True)
+def padded_stride(w):
+    """Row stride (in float32) of a class-major buffer for ``w`` pixels.
+
+    Rounded up to 16 and then 16 more, so consecutive class rows never sit a multiple of 4 KiB
+    apart (which would map them to the same L1 cache sets and make the transposition thrash).
+    """
+    return w + (-w) % 16 + 16
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _pixel_measures(pf, i, q, plogp, j0, inv_logq):
-    """E, D, V and the argmax of pixel ``i`` given its precomputed ``p log p`` terms."""
-    base = i * q
-    p1 = pf[base]
-    p2 = np.float32(-1.0)
-    arg = 0
-    ent = np.float32(0.0)
-    for c in range(q):
-        ent += plogp[j0 + c]
-        if c == 0:
-            continue
-        v = pf[base + c]
-        if v > p1:
-            p2 = p1
-            p1 = v
-            arg = c
-        elif v > p2:
-            p2 = v
-    e = -ent * inv_logq
-    e = min(max(e, np.float32(0.0)), np.float32(1.0))
-    d = min(max(np.float32(1.0) - p1 + p2, np.float32(0.0)), np.float32(1.0))
-    v = min(max(np.float32(1.0) - p1, np.float32(0.0)), np.float32(1.0))
-    return e, d, v, arg
+def _row_measures(pf, base, w, ws, q, tr, tri, ent, p1, p2, want_e, e_out, d_out, v_out, inv_logq):
+    """E, D, V of the ``w`` pixels from flat pixel ``base`` on; leaves their probabilities in ``tr``.
+
+    The row is first transposed to class-major order (``tr[c * ws + j]``) so that every later
+    loop runs over pixels with unit stride and vectorises: the p log p terms (bit-level float32
+    logarithm), the running top two probabilities, and later the per-segment class sums.
+    ``ws`` is ``w`` padded so the class rows do not all map to the same cache sets.
+    """
+    for j in range(w):
+        src = (base + j) * q
+        for c in range(q):
+            tr[c * ws + j] = pf[src + c]
+    for j in range(w):
+        p1[j] = tr[j]
+        p2[j] = 0.0
+        ent[j] = 0.0
+    for c in range(1, q):
+        off = c * ws
+        for j in range(w):
+            v = tr[off + j]
+            p2[j] = max(p2[j], min(p1[j], v))
+            p1[j] = max(p1[j], v)
+    if want_e:
+        for c in range(q):
+            off = c * ws
+            for j in range(w):
+                ent[j] += _plogp(tr[off + j], tri[off + j])
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for j in range(w):
+        e_out[j] = min(max(-ent[j] * inv_logq, zero), one)
+        d_out[j] = min(max(one - p1[j] + p2[j], zero), one)
+        v_out[j] = min(max(one - p1[j], zero), one)
 
 
-_BLOCK = 512
+_BLOCK = 1024
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=True, error_model="numpy")
 def _maps_kernel(flat, want_e, e_out, d_out, v_out):
     n, q = flat.shape
     pf = flat.reshape(-1)
-    pi = pf.view(np.int32)
     inv_logq = np.float32(1.0 / np.log(q))
+    ws = padded_stride(_BLOCK)
     nblocks = (n + _BLOCK - 1) // _BLOCK
-    for blk in prange(nblocks):
-        lo = blk * _BLOCK
-        hi = min(n, lo + _BLOCK)
-        scratch = np.zeros(_BLOCK * q, np.float32)
-        if want_e:
-            _plogp_block(pf, pi, lo * q, (hi - lo) * q, scratch)
-        for i in range(lo, hi):
-            e, d, v, _ = _pixel_measures(pf, i, q, scratch, (i - lo) * q, inv_logq)
-            e_out[i] = e
-            d_out[i] = d
-            v_out[i] = v
+    nchunks = min(nblocks, 64)
+    for ch in prange(nchunks):
+        tr = np.empty(ws * q, np.float32)
+        tri = tr.view(np.int32)
+        ent = np.empty(_BLOCK, np.float32)
+        p1 = np.empty(_BLOCK, np.float32)
+        p2 = np.empty(_BLOCK, np.float32)
+        for blk in range(ch * nblocks // nchunks, (ch + 1) * nblocks // nchunks):
+            lo = blk * _BLOCK
+            w = min(n, lo + _BLOCK) - lo
+            _row_measures(pf, lo, w, ws, q, tr, tri, ent, p1, p2, want_e, e_out[lo : lo + w],
+                          d_out[lo : lo + w], v_out[lo : lo + w], inv_logq)
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -26,65 +26,101 @@ class ProbabilityWarning(UserWarning):
     """Raised (as a warning) when an input had to be converted to look like probabilities."""
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _row_stats(a, pred):
-    """One pass over an (n, q) array: non-finite count, value range, row-sum range, argmax.
+_VBLOCK = 1024
+_VSTRIDE = _VBLOCK + 16  # class rows of the block buffer, padded off 4 KiB multiples
+_EXP_MASK = 0x7F800000
+_ABS_MASK = 0x7FFFFFFF
+_INT32_MAX = 0x7FFFFFFF
 
-    The argmax is written to ``pred`` (ties go to the lower class index, like ``np.argmax``);
-    it is unchanged by the renormalisation or softmax applied afterwards, so the caller never
-    needs a second pass for it.
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _row_stats(a, pred):
+    """One pass over an (n, q) float32 array: checks, value range, class-sum range, argmax.
+
+    Returns ``(non-finite count, largest |negative| bits, smallest non-negative bits, largest
+    non-negative bits, smallest class sum, largest class sum, pixels with class sum <= 0)``.
+    The value checks run on the int32 bit patterns (exponent all ones = NaN/inf; for
+    non-negative floats integer order is float order), so they vectorise without fast-math.
+    The argmax (ties to the lower class, like ``np.argmax``) is written to ``pred``; it does not
+    change under the renormalisation or softmax applied afterwards, so no second pass is needed.
     """
     n, q = a.shape
-    nchunks = min(n, 64)
+    flat = a.reshape(-1)
+    bits = flat.view(np.int32)
+    nblocks = (n + _VBLOCK - 1) // _VBLOCK
+    nchunks = min(nblocks, 64)
     nonfinite = np.zeros(nchunks, np.int64)
-    vmin = np.full(nchunks, np.inf)
-    vmax = np.full(nchunks, -np.inf)
+    negmag = np.zeros(nchunks, np.int32)
+    posmin = np.full(nchunks, _INT32_MAX, np.int32)
+    posmax = np.zeros(nchunks, np.int32)
     smin = np.full(nchunks, np.inf)
     smax = np.full(nchunks, -np.inf)
     zero_rows = np.zeros(nchunks, np.int64)
     for ch in prange(nchunks):
-        lo = ch * n // nchunks
-        hi = (ch + 1) * n // nchunks
+        tr = np.empty(_VSTRIDE * q, np.float32)
+        sums = np.empty(_VBLOCK, np.float32)
+        best = np.empty(_VBLOCK, np.float32)
+        arg = np.empty(_VBLOCK, np.int32)
         nf = 0
-        lmin = np.inf
-        lmax = -np.inf
+        negm = np.int32(0)
+        pmin = np.int32(_INT32_MAX)
+        pmax = np.int32(0)
         lsmin = np.inf
         lsmax = -np.inf
         zr = 0
-        for i in range(lo, hi):
-            s = 0.0
-            best = a[i, 0]
-            arg = 0
-            for c in range(q):
-                v = a[i, c]
-                if not np.isfinite(v):
-                    nf += 1
-                    continue
-                s += v
-                lmin = min(lmin, v)
-                lmax = max(lmax, v)
-                if v > best:
-                    best = v
-                    arg = c
-            pred[i] = arg
-            lsmin = min(lsmin, s)
-            lsmax = max(lsmax, s)
-            if s <= 0.0:
-                zr += 1
+        for blk in range(ch * nblocks // nchunks, (ch + 1) * nblocks // nchunks):
+            lo = blk * _VBLOCK
+            w = min(n, lo + _VBLOCK) - lo
+            for k in range(lo * q, (lo + w) * q):
+                b = bits[k]
+                nf += (b & _EXP_MASK) == _EXP_MASK
+                neg = b < 0
+                negm = max(negm, np.int32(b & _ABS_MASK) if neg else np.int32(0))
+                pmin = min(pmin, np.int32(_INT32_MAX) if neg else b)
+                pmax = max(pmax, b)
+            for j in range(w):
+                src = (lo + j) * q
+                for c in range(q):
+                    tr[c * _VSTRIDE + j] = flat[src + c]
+            for j in range(w):
+                best[j] = tr[j]
+                sums[j] = tr[j]
+                arg[j] = 0
+            for c in range(1, q):
+                off = c * _VSTRIDE
+                for j in range(w):
+                    v = tr[off + j]
+                    sums[j] += v
+                    better = v > best[j]
+                    best[j] = v if better else best[j]
+                    arg[j] = c if better else arg[j]
+            for j in range(w):
+                pred[lo + j] = arg[j]
+                sj = np.float64(sums[j])
+                lsmin = min(lsmin, sj)
+                lsmax = max(lsmax, sj)
+                zr += sj <= 0.0
         nonfinite[ch] = nf
-        vmin[ch] = lmin
-        vmax[ch] = lmax
+        negmag[ch] = negm
+        posmin[ch] = pmin
+        posmax[ch] = pmax
         smin[ch] = lsmin
         smax[ch] = lsmax
         zero_rows[ch] = zr
-    return (
-        nonfinite.sum(),
-        vmin.min(),
-        vmax.max(),
-        smin.min(),
-        smax.max(),
-        zero_rows.sum(),
-    )
+    return (nonfinite.sum(), negmag.max(), posmin.min(), posmax.max(), smin.min(), smax.max(),
+            zero_rows.sum())
+
+
+def _bits_to_float(b):
+    return float(np.array([b], np.int32).view(np.float32)[0])
+
+
+def _value_stats(flat, pred):
+    """``_row_stats`` with the bit-level extremes turned back into floats."""
+    nonfinite, negmag, posmin, posmax, smin, smax, zero_rows = _row_stats(flat, pred)
+    vmin = -_bits_to_float(negmag) if negmag > 0 else _bits_to_float(posmin)
+    vmax = _bits_to_float(posmax) if posmin != _INT32_MAX else -_bits_to_float(negmag)
+    return int(nonfinite), vmin, vmax, float(smin), float(smax), int(zero_rows)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -199,7 +235,7 @@ def _canonical(x, *, class_axis, sample_axis, scale, name):
     a = _to_float32(x, scale, name)
     flat = a.reshape(-1, q)
     pred = np.empty(flat.shape[0], _pred_dtype(q))
-    nonfinite, vmin, vmax, smin, smax, zero_rows = _row_stats(flat, pred)
+    nonfinite, vmin, vmax, smin, smax, zero_rows = _value_stats(flat, pred)
     if nonfinite:
         raise ValueError(
             f"{name} contains {nonfinite} NaN or inf values; probabilities must be finite"

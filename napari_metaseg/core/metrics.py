@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-from .heatmaps import MEASURES, SAMPLE_MEASURES, _check_measures, _plogp, _sample_maps
+from .heatmaps import MEASURES, SAMPLE_MEASURES, _check_measures, _row_measures, _sample_maps, padded_stride
 from .inputs import _canonical, check_ground_truth
 from .segments import _label_any, _resolve_mode
 
@@ -67,42 +67,6 @@ def _row_interior(seg, inside, a, b, d0, d1, d2, use0, use1, use2):
             _and_row(inside, srow, seg[nbase : nbase + d2], d2, use2)
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _row_measures(pf, base, w, ws, q, tr, tri, ent, p1, p2, want_e, e_out, d_out, v_out, inv_logq):
-    """E, D, V of the ``w`` pixels from ``base`` on; leaves their probabilities in ``tr``.
-
-    The row is first transposed to class-major order (``tr[c * ws + j]``) so that every later
-    loop runs over pixels with unit stride and vectorises: the p log p terms (bit-level float32
-    logarithm), the running top two probabilities, and later the per-segment class sums.
-    ``ws`` is ``w`` padded so the class rows do not all map to the same cache sets.
-    """
-    for j in range(w):
-        src = (base + j) * q
-        for c in range(q):
-            tr[c * ws + j] = pf[src + c]
-    for j in range(w):
-        p1[j] = tr[j]
-        p2[j] = 0.0
-        ent[j] = 0.0
-    for c in range(1, q):
-        off = c * ws
-        for j in range(w):
-            v = tr[off + j]
-            p2[j] = max(p2[j], min(p1[j], v))
-            p1[j] = max(p1[j], v)
-    if want_e:
-        for c in range(q):
-            off = c * ws
-            for j in range(w):
-                ent[j] += _plogp(tr[off + j], tri[off + j])
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    for j in range(w):
-        e_out[j] = min(max(-ent[j] * inv_logq, zero), one)
-        d_out[j] = min(max(one - p1[j] + p2[j], zero), one)
-        v_out[j] = min(max(one - p1[j], zero), one)
-
-
 @njit(cache=True, nogil=True, parallel=True, fastmath=True, error_model="numpy")
 def _accumulate(flat, seg, d0, d1, d2, skip_axis, want_e, extra, nseg, nchunks):
     """Per-segment sums over a C-contiguous (d0, d1, d2) grid; returns (nseg + 1, ncols) float64.
@@ -117,7 +81,7 @@ def _accumulate(flat, seg, d0, d1, d2, skip_axis, want_e, extra, nseg, nchunks):
     off_c = _COL_M0 + 2 * nm
     pf = flat.reshape(-1)
     w = d2
-    ws = w + 16 - w % 16 + 16
+    ws = padded_stride(w)
     inv_logq = np.float32(1.0 / np.log(q))
     use0 = skip_axis != 0 and d0 > 1
     use1 = skip_axis != 1 and d1 > 1
