@@ -31,32 +31,59 @@ SAMPLE_MEASURES = ("MI", "VAR")
 _LN2 = np.float32(0.6931471805599453)
 _MANT = np.float32(1.0 / (1 << 23))
 _SQRT2 = np.float32(1.4142135623730951)
-_C1 = np.float32(2.0)
-_C3 = np.float32(2.0 / 3.0)
-_C5 = np.float32(2.0 / 5.0)
-_C7 = np.float32(2.0 / 7.0)
-_C9 = np.float32(2.0 / 9.0)
 _ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
+# Minimax coefficients of (log(1 + x) - x + x^2 / 2) / x^3 on [sqrt(1/2) - 1, sqrt(2) - 1]
+# (Cephes' logf), highest degree first.
+_LOG_P = (
+    np.float32(7.0376836292e-2),
+    np.float32(-1.1514610310e-1),
+    np.float32(1.1676998740e-1),
+    np.float32(-1.2420140846e-1),
+    np.float32(1.4249322787e-1),
+    np.float32(-1.6668057665e-1),
+    np.float32(2.0000714765e-1),
+    np.float32(-2.4999993993e-1),
+    np.float32(3.3333331174e-1),
+)
+_P0, _P1, _P2, _P3, _P4, _P5, _P6, _P7, _P8 = _LOG_P
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _split_floats(bits, out_m, out_e, n):
+    """Mantissa in [1, 2) (as float32 bits, in ``out_m``) and unbiased exponent (``out_e``).
+
+    Kept apart from the float arithmetic of :func:`_plogp`: an integer-only loop and a
+    float-only loop each vectorise, one loop mixing both does not (LLVM keeps it scalar).
+    """
+    for j in range(n):
+        b = bits[j]
+        out_m[j] = (b & 0x7FFFFF) | 0x3F800000
+        out_e[j] = np.float32(((b >> 23) & 0xFF) - 127)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _plogp(p, bits):
-    """``p * log(p)`` for a float32 ``p`` >= 0 whose int32 bit pattern is ``bits``.
+def _plogp(p, m, e):
+    """``p * log(p)`` for float32 ``p = m 2^e`` with ``m`` in [1, 2) (see :func:`_split_floats`).
 
-    ``log p = e ln2 + log m`` with ``p = m 2^e``, ``m`` folded into [sqrt(1/2), sqrt(2)), and
-    ``log m = 2 atanh(s)``, ``s = (m - 1) / (m + 1)``, ``|s| <= 0.172``, summed to ``s^9``
-    (truncation error < 1e-9). ``p = 0`` gives ``0 * (-127 ln2) = 0``, the limit of p log p.
-    Branch-free, so loops over it vectorise (``math.log`` does not).
+    ``m`` is folded into [sqrt(1/2), sqrt(2)), ``x = m - 1`` and
+    ``log(1 + x) = x - x^2/2 + x^3 P(x)`` with a degree-8 minimax polynomial (about 1 ulp;
+    no division, no branch, so it vectorises). ``p = 0`` (``e = -127``) gives 0, the limit.
     """
-    e = np.float32(((bits >> 23) & 0xFF) - 127)
-    m = np.float32(bits & 0x7FFFFF) * _MANT + _ONE
-    big = m > _SQRT2
-    m = m * _HALF if big else m
-    e = e + _ONE if big else e
-    s = (m - _ONE) / (m + _ONE)
-    s2 = s * s
-    logm = s * (_C1 + s2 * (_C3 + s2 * (_C5 + s2 * (_C7 + s2 * _C9))))
+    big = np.float32(m > _SQRT2)
+    m = m * (_ONE - _HALF * big)
+    e = e + big
+    x = m - _ONE
+    z = x * x
+    poly = _P0 * x + _P1
+    poly = poly * x + _P2
+    poly = poly * x + _P3
+    poly = poly * x + _P4
+    poly = poly * x + _P5
+    poly = poly * x + _P6
+    poly = poly * x + _P7
+    poly = poly * x + _P8
+    logm = x - _HALF * z + x * z * poly
     return p * (e * _LN2 + logm)
 
 
@@ -71,39 +98,36 @@ def padded_stride(w):
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _row_measures(pf, base, w, ws, q, tr, tri, ent, p1, p2, want_e, e_out, d_out, v_out, inv_logq):
-    """E, D, V of the ``w`` pixels from flat pixel ``base`` on; leaves their probabilities in ``tr``.
+def _class_major_measures(tr, tri, ws, n, q, ent, p1, p2, mbits, mant, expo, want_e, e_out, d_out,
+                          v_out, inv_logq):
+    """E, D, V of ``n`` pixels whose probabilities sit class-major in ``tr[c * ws + p]``.
 
-    The row is first transposed to class-major order (``tr[c * ws + j]``) so that every later
-    loop runs over pixels with unit stride and vectorises: the p log p terms (bit-level float32
-    logarithm), the running top two probabilities, and later the per-segment class sums.
-    ``ws`` is ``w`` padded so the class rows do not all map to the same cache sets.
+    ``tri`` is ``tr`` viewed as int32; ``ent, p1, p2, mbits, mant, expo`` are scratch of ``n``
+    (``mant`` a float32 view of ``mbits``). Every loop runs over pixels with unit stride and
+    vectorises: the running top two probabilities and the p log p terms.
     """
-    for j in range(w):
-        src = (base + j) * q
-        for c in range(q):
-            tr[c * ws + j] = pf[src + c]
-    for j in range(w):
-        p1[j] = tr[j]
-        p2[j] = 0.0
-        ent[j] = 0.0
+    for p in range(n):
+        p1[p] = tr[p]
+        p2[p] = 0.0
+        ent[p] = 0.0
     for c in range(1, q):
         off = c * ws
-        for j in range(w):
-            v = tr[off + j]
-            p2[j] = max(p2[j], min(p1[j], v))
-            p1[j] = max(p1[j], v)
+        for p in range(n):
+            v = tr[off + p]
+            p2[p] = max(p2[p], min(p1[p], v))
+            p1[p] = max(p1[p], v)
     if want_e:
         for c in range(q):
             off = c * ws
-            for j in range(w):
-                ent[j] += _plogp(tr[off + j], tri[off + j])
+            _split_floats(tri[off : off + n], mbits, expo, n)
+            for p in range(n):
+                ent[p] += _plogp(tr[off + p], mant[p], expo[p])
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    for j in range(w):
-        e_out[j] = min(max(-ent[j] * inv_logq, zero), one)
-        d_out[j] = min(max(one - p1[j] + p2[j], zero), one)
-        v_out[j] = min(max(one - p1[j], zero), one)
+    for p in range(n):
+        e_out[p] = min(max(-ent[p] * inv_logq, zero), one)
+        d_out[p] = min(max(one - p1[p] + p2[p], zero), one)
+        v_out[p] = min(max(one - p1[p], zero), one)
 
 
 _BLOCK = 1024
@@ -123,11 +147,18 @@ def _maps_kernel(flat, want_e, e_out, d_out, v_out):
         ent = np.empty(_BLOCK, np.float32)
         p1 = np.empty(_BLOCK, np.float32)
         p2 = np.empty(_BLOCK, np.float32)
+        mbits = np.empty(_BLOCK, np.int32)
+        mant = mbits.view(np.float32)
+        expo = np.empty(_BLOCK, np.float32)
         for blk in range(ch * nblocks // nchunks, (ch + 1) * nblocks // nchunks):
             lo = blk * _BLOCK
             w = min(n, lo + _BLOCK) - lo
-            _row_measures(pf, lo, w, ws, q, tr, tri, ent, p1, p2, want_e, e_out[lo : lo + w],
-                          d_out[lo : lo + w], v_out[lo : lo + w], inv_logq)
+            for j in range(w):
+                src = (lo + j) * q
+                for c in range(q):
+                    tr[c * ws + j] = pf[src + c]
+            _class_major_measures(tr, tri, ws, w, q, ent, p1, p2, mbits, mant, expo, want_e,
+                                  e_out[lo : lo + w], d_out[lo : lo + w], v_out[lo : lo + w], inv_logq)
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-from .heatmaps import MEASURES, SAMPLE_MEASURES, _check_measures, _row_measures, _sample_maps, padded_stride
+from .heatmaps import (
+    MEASURES,
+    SAMPLE_MEASURES,
+    _check_measures,
+    _class_major_measures,
+    _sample_maps,
+    padded_stride,
+)
 from .inputs import _canonical, check_ground_truth
 from .segments import _label_any, _resolve_mode
 
@@ -48,31 +55,23 @@ def _and_row(inside, srow, nb, w, diag):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _row_interior(seg, inside, a, b, d0, d1, d2, use0, use1, use2):
-    """Interior flags of row (a, b): every in-array neighbour (along used axes) in the same segment."""
-    base = (a * d1 + b) * d2
-    srow = seg[base : base + d2]
-    inside[:] = True
-    if use2:
-        _and_row(inside, srow, srow, d2, True)
-    for da in range(-1, 2):
-        if da != 0 and (not use0 or a + da < 0 or a + da >= d0):
-            continue
-        for db in range(-1, 2):
-            if db != 0 and (not use1 or b + db < 0 or b + db >= d1):
-                continue
-            if da == 0 and db == 0:
-                continue
-            nbase = ((a + da) * d1 + b + db) * d2
-            _and_row(inside, srow, seg[nbase : nbase + d2], d2, use2)
+def _gather_row(src, base, stride, n, out):
+    for j in range(n):
+        out[j] = src[base + j * stride]
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=True, error_model="numpy")
-def _accumulate(flat, seg, d0, d1, d2, skip_axis, want_e, extra, nseg, nchunks):
-    """Per-segment sums over a C-contiguous (d0, d1, d2) grid; returns (nseg + 1, ncols) float64.
+def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, rows_per_block):
+    """Per-segment sums; returns a (nseg + 1, ncols) float64 array (row 0 unused).
 
-    Works row by row (rows along the contiguous axis): heatmaps of the row, interior flags of the
-    row, then one update of the segment's accumulators per run of equal segment id.
+    The spatial grid is seen as (A, B, C) with pixel strides ``strides``: rows run along C and
+    blocks are ``rows_per_block`` consecutive rows along B at one A, so a slice-wise volume whose
+    slice axis is the contiguous one is still read along in-plane rows. ``use`` says along which
+    of A, B, C neighbours count for the interior (not the slice axis, not a size-1 axis).
+
+    Per block: probabilities transposed to class-major order, heatmaps by unit-stride loops,
+    segment ids gathered row by row, interior flags from branch-free comparisons with the
+    neighbouring rows, then one accumulator update per run of equal segment id.
     """
     q = flat.shape[1]
     n_extra = extra.shape[0]
@@ -80,59 +79,100 @@ def _accumulate(flat, seg, d0, d1, d2, skip_axis, want_e, extra, nseg, nchunks):
     ncols = _COL_M0 + 2 * nm + q
     off_c = _COL_M0 + 2 * nm
     pf = flat.reshape(-1)
-    w = d2
-    ws = padded_stride(w)
+    da_, db_, dc_ = dims
+    sa, sb, sc = strides
+    use_a, use_b, use_c = use
+    w = dc_
+    k = rows_per_block
+    pmax = k * w
+    ws = padded_stride(pmax)
     inv_logq = np.float32(1.0 / np.log(q))
-    use0 = skip_axis != 0 and d0 > 1
-    use1 = skip_axis != 1 and d1 > 1
-    use2 = skip_axis != 2 and d2 > 1
-    nrows = d0 * d1
+    nbb = (db_ + k - 1) // k
+    nwork = da_ * nbb
     partial = np.zeros((nchunks, nseg + 1, ncols))
     for ch in prange(nchunks):
         acc = partial[ch]
         tr = np.empty(ws * q, np.float32)
         tri = tr.view(np.int32)
-        ent = np.empty(w, np.float32)
-        p1 = np.empty(w, np.float32)
-        p2 = np.empty(w, np.float32)
-        maps = np.empty((nm, w), np.float32)
-        inside = np.empty(w, np.bool_)
-        for r in range(ch * nrows // nchunks, (ch + 1) * nrows // nchunks):
-            a = r // d1
-            b = r - a * d1
-            base = r * w
-            _row_measures(pf, base, w, ws, q, tr, tri, ent, p1, p2, want_e, maps[0], maps[1], maps[2],
-                          inv_logq)
-            for x in range(n_extra):
-                maps[3 + x, :] = extra[x, base : base + w]
-            _row_interior(seg, inside, a, b, d0, d1, d2, use0, use1, use2)
-            j0 = 0
-            while j0 < w:
-                s = seg[base + j0]
-                j1 = j0 + 1
-                while j1 < w and seg[base + j1] == s:
-                    j1 += 1
-                row = acc[s]
+        ent = np.empty(pmax, np.float32)
+        p1 = np.empty(pmax, np.float32)
+        p2 = np.empty(pmax, np.float32)
+        mbits = np.empty(pmax, np.int32)
+        mant = mbits.view(np.float32)
+        expo = np.empty(pmax, np.float32)
+        maps = np.empty((nm, pmax), np.float32)
+        sbuf = np.empty(pmax, np.int32)
+        nbuf = np.empty(w, np.int32)
+        inside = np.empty(pmax, np.bool_)
+        for item in range(ch * nwork // nchunks, (ch + 1) * nwork // nchunks):
+            a = item // nbb
+            b0 = (item - a * nbb) * k
+            nrows = min(k, db_ - b0)
+            npx = nrows * w
+            # probabilities of the block, class-major
+            for i in range(nrows):
+                rowbase = a * sa + (b0 + i) * sb
+                for j in range(w):
+                    src = (rowbase + j * sc) * q
+                    p = i * w + j
+                    for c in range(q):
+                        tr[c * ws + p] = pf[src + c]
+            _class_major_measures(tr, tri, ws, npx, q, ent, p1, p2, mbits, mant, expo, want_e,
+                                  maps[0], maps[1], maps[2], inv_logq)
+            for i in range(nrows):
+                rowbase = a * sa + (b0 + i) * sb
+                for x in range(n_extra):
+                    _gather_row(extra[x], rowbase, sc, w, maps[3 + x, i * w : (i + 1) * w])
+                _gather_row(seg, rowbase, sc, w, sbuf[i * w : (i + 1) * w])
+            # interior flags, row by row
+            for i in range(nrows):
+                b = b0 + i
+                srow = sbuf[i * w : (i + 1) * w]
+                irow = inside[i * w : (i + 1) * w]
+                irow[:] = True
+                if use_c:
+                    _and_row(irow, srow, srow, w, True)
+                for da in range(-1, 2):
+                    if da != 0 and (not use_a or a + da < 0 or a + da >= da_):
+                        continue
+                    for db in range(-1, 2):
+                        if db != 0 and (not use_b or b + db < 0 or b + db >= db_):
+                            continue
+                        if da == 0 and db == 0:
+                            continue
+                        if da == 0 and 0 <= i + db < nrows:
+                            _and_row(irow, srow, sbuf[(i + db) * w : (i + db + 1) * w], w, use_c)
+                        else:
+                            _gather_row(seg, (a + da) * sa + (b + db) * sb, sc, w, nbuf)
+                            _and_row(irow, srow, nbuf, w, use_c)
+            # one accumulator update per run of equal segment id
+            p0 = 0
+            while p0 < npx:
+                sid = sbuf[p0]
+                p_end = p0 + 1
+                while p_end < npx and sbuf[p_end] == sid:
+                    p_end += 1
+                row = acc[sid]
                 n_in = 0
-                for j in range(j0, j1):
-                    n_in += inside[j]
-                row[_COL_S] += j1 - j0
+                for p in range(p0, p_end):
+                    n_in += inside[p]
+                row[_COL_S] += p_end - p0
                 row[_COL_SIN] += n_in
                 for m in range(nm):
                     tot = 0.0
                     tin = 0.0
-                    for j in range(j0, j1):
-                        v = np.float64(maps[m, j])
+                    for p in range(p0, p_end):
+                        v = np.float64(maps[m, p])
                         tot += v
-                        tin += v if inside[j] else 0.0
+                        tin += v if inside[p] else 0.0
                     row[_COL_M0 + 2 * m] += tot
                     row[_COL_M0 + 2 * m + 1] += tin
                 for c in range(q):
                     tot = 0.0
-                    for j in range(c * ws + j0, c * ws + j1):
-                        tot += tr[j]
+                    for p in range(c * ws + p0, c * ws + p_end):
+                        tot += tr[p]
                     row[off_c + c] += tot
-                j0 = j1
+                p0 = p_end
     out = partial[0]
     for ch in range(1, nchunks):
         out += partial[ch]
@@ -153,11 +193,10 @@ def _overlaps(pred, seg, gt, gtseg, nseg, ngt, ignore, has_ignore):
     inter = np.zeros(nseg + 1, np.int64)
     gsize = np.zeros(ngt + 1, np.int64)
     gpred = np.zeros(ngt + 1, np.int64)
+    # Pass 1: counts, and per segment the number of (segment, component) records, one each time
+    # the segment's matching pixels move to another component (so duplicates are rare).
     last = np.full(nseg + 1, -1, np.int64)
-    cap = 1024
-    pk = np.empty(cap, np.int32)
-    pg = np.empty(cap, np.int32)
-    npairs = 0
+    nrec = np.zeros(nseg + 2, np.int64)
     for i in range(n):
         g = gt[i]
         if has_ignore and g == ignore:
@@ -171,29 +210,22 @@ def _overlaps(pred, seg, gt, gtseg, nseg, ngt, ignore, has_ignore):
             gpred[gc] += 1
             if last[k] != gc:
                 last[k] = gc
-                if npairs == cap:
-                    cap *= 2
-                    pk2 = np.empty(cap, np.int32)
-                    pg2 = np.empty(cap, np.int32)
-                    pk2[:npairs] = pk[:npairs]
-                    pg2[:npairs] = pg[:npairs]
-                    pk = pk2
-                    pg = pg2
-                pk[npairs] = k
-                pg[npairs] = gc
-                npairs += 1
-    # Counting sort of the pairs by segment, then distinct components per segment.
-    offs = np.zeros(nseg + 2, np.int64)
-    for p in range(npairs):
-        offs[pk[p] + 1] += 1
-    for k in range(nseg + 1):
-        offs[k + 1] += offs[k]
+                nrec[k + 1] += 1
+    offs = np.cumsum(nrec)
+    # Pass 2: the records themselves, grouped by segment.
+    comps = np.empty(offs[-1], np.int32)
     fill = offs[:-1].copy()
-    comps = np.empty(npairs, np.int32)
-    for p in range(npairs):
-        k = pk[p]
-        comps[fill[k]] = pg[p]
-        fill[k] += 1
+    last[:] = -1
+    for i in range(n):
+        g = gt[i]
+        if (has_ignore and g == ignore) or pred[i] != g:
+            continue
+        k = seg[i]
+        gc = gtseg[i]
+        if last[k] != gc:
+            last[k] = gc
+            comps[fill[k]] = gc
+            fill[k] += 1
     mark = np.full(ngt + 1, -1, np.int64)
     iou = np.empty(nseg + 1, np.float64)
     iou_adj = np.empty(nseg + 1, np.float64)
@@ -240,6 +272,29 @@ def metric_columns(measures=MEASURES, n_classes=None):
     if n_classes is not None:
         cols += [f"cprob{c}" for c in range(n_classes)]
     return cols
+
+
+_BLOCK_PIXELS = 2048
+
+
+def _virtual_grid(spatial, slice_axis):
+    """(A, B, C) dims, pixel strides and neighbour use, rows along C (see :func:`_accumulate`).
+
+    2D maps are (1, H, W). In slices mode the slice axis becomes A or B (never C, the row axis):
+    a slice axis that is the contiguous one is swapped with the middle axis and read strided.
+    """
+    if len(spatial) == 2:
+        h, w = spatial
+        return (1, h, w), (h * w, w, 1), (False, h > 1, w > 1)
+    x, y, z = spatial
+    dims, strides = (x, y, z), (y * z, z, 1)
+    use = [x > 1, y > 1, z > 1]
+    if slice_axis == 2:
+        dims, strides = (x, z, y), (y * z, 1, z)
+        use = [x > 1, False, y > 1]
+    elif slice_axis is not None:
+        use[slice_axis] = False
+    return dims, strides, tuple(use)
 
 
 def _build_table(acc, cls, plane, measures, order, q, mode):
@@ -325,15 +380,12 @@ def iter_segment_metrics(probs, gt=None, *, class_axis=-1, mode="auto", slice_ax
         extra = np.zeros((0, 1), np.float32)
     order = {"E": 0, "D": 1, "V": 2}
     order.update({m: 3 + j for j, m in enumerate(extra_names)})
-    if len(spatial) == 2:
-        grid = (spatial[0], 1, spatial[1])
-        skip = -1
-    else:
-        grid = spatial
-        skip = -1 if sax is None else sax
-    nchunks = max(1, min(numba.get_num_threads(), grid[0] * grid[1]))
-    acc = _accumulate(a.reshape(-1, q), seg.reshape(-1), *grid, skip, "E" in measures, extra, n,
-                      nchunks)
+    dims, strides, use = _virtual_grid(spatial, sax)
+    block_rows = max(1, _BLOCK_PIXELS // dims[2])
+    nwork = dims[0] * -(-dims[1] // block_rows)
+    nchunks = max(1, min(4 * numba.get_num_threads(), nwork))
+    acc = _accumulate(a.reshape(-1, q), seg.reshape(-1), dims, strides, use, "E" in measures, extra,
+                      n, nchunks, block_rows)
     table = _build_table(acc, cls, plane, measures, order, q, mode)
     yield 0.8 if gt is not None else 1.0, "measured"
 
