@@ -354,7 +354,8 @@ def check_ground_truth(gt, spatial_shape, n_classes, *, ignore_index=255, name="
     Returns
     -------
     numpy.ndarray
-        int32 copy (or the input, when it already is C-contiguous int32), same shape.
+        C-contiguous, same shape: uint8 when every value fits (no copy when the input already is
+        C-contiguous uint8), else int32.
 
     Raises
     ------
@@ -364,7 +365,7 @@ def check_ground_truth(gt, spatial_shape, n_classes, *, ignore_index=255, name="
     Examples
     --------
     >>> check_ground_truth(np.array([[0, 1], [255, 1]]), (2, 2), 2).dtype
-    dtype('int32')
+    dtype('uint8')
     """
     gt = np.asarray(gt)
     if tuple(gt.shape) != tuple(spatial_shape):
@@ -395,4 +396,4 @@ def check_ground_truth(gt, spatial_shape, n_classes, *, ignore_index=255, name="
                 f"0..{n_classes - 1} (the probabilities have {n_classes} classes) and not "
                 f"ignore_index={ignore_index}"
             )
-    return np.ascontiguousarray(gt, dtype=np.int32)
+    return np.ascontiguousarray(gt, dtype=np.uint8 if 0 <= lo and hi <= 255 else np.int32)
