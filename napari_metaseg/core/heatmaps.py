@@ -97,15 +97,29 @@ def padded_stride(w):
     return w + (-w) % 16 + 16
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _class_major_measures(tr, tri, ws, n, q, ent, p1, p2, mbits, mant, expo, want_e, e_out, d_out,
-                          v_out, inv_logq):
-    """E, D, V of ``n`` pixels whose probabilities sit class-major in ``tr[c * ws + p]``.
+@njit(cache=True, nogil=True)
+def _measure_scratch(n, q):
+    """Buffers for :func:`_class_major_measures` over up to ``n`` pixels of ``q`` classes.
 
-    ``tri`` is ``tr`` viewed as int32; ``ent, p1, p2, mbits, mant, expo`` are scratch of ``n``
-    (``mant`` a float32 view of ``mbits``). Every loop runs over pixels with unit stride and
-    vectorises: the running top two probabilities and the p log p terms.
+    ``(tr, tri, ws, ent, p1, p2, mbits, mant, expo)``: the class-major probabilities
+    ``tr[c * ws + p]`` and their int32 view, its padded row stride, and per-pixel scratch
+    (``mant`` is a float32 view of ``mbits``).
     """
+    ws = padded_stride(n)
+    tr = np.empty(ws * q, np.float32)
+    mbits = np.empty(n, np.int32)
+    return (tr, tr.view(np.int32), ws, np.empty(n, np.float32), np.empty(n, np.float32),
+            np.empty(n, np.float32), mbits, mbits.view(np.float32), np.empty(n, np.float32))
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _class_major_measures(scratch, n, q, want_e, e_out, d_out, v_out, inv_logq):
+    """E, D, V of ``n`` pixels whose probabilities sit class-major in ``scratch``'s ``tr``.
+
+    Every loop runs over pixels with unit stride and vectorises: the running top two
+    probabilities and the p log p terms.
+    """
+    tr, tri, ws, ent, p1, p2, mbits, mant, expo = scratch
     for p in range(n):
         p1[p] = tr[p]
         p2[p] = 0.0
@@ -138,18 +152,12 @@ def _maps_kernel(flat, want_e, e_out, d_out, v_out):
     n, q = flat.shape
     pf = flat.reshape(-1)
     inv_logq = np.float32(1.0 / np.log(q))
-    ws = padded_stride(_BLOCK)
     nblocks = (n + _BLOCK - 1) // _BLOCK
     nchunks = min(nblocks, 64)
     for ch in prange(nchunks):
-        tr = np.empty(ws * q, np.float32)
-        tri = tr.view(np.int32)
-        ent = np.empty(_BLOCK, np.float32)
-        p1 = np.empty(_BLOCK, np.float32)
-        p2 = np.empty(_BLOCK, np.float32)
-        mbits = np.empty(_BLOCK, np.int32)
-        mant = mbits.view(np.float32)
-        expo = np.empty(_BLOCK, np.float32)
+        scratch = _measure_scratch(_BLOCK, q)
+        tr = scratch[0]
+        ws = scratch[2]
         for blk in range(ch * nblocks // nchunks, (ch + 1) * nblocks // nchunks):
             lo = blk * _BLOCK
             w = min(n, lo + _BLOCK) - lo
@@ -157,8 +165,8 @@ def _maps_kernel(flat, want_e, e_out, d_out, v_out):
                 src = (lo + j) * q
                 for c in range(q):
                     tr[c * ws + j] = pf[src + c]
-            _class_major_measures(tr, tri, ws, w, q, ent, p1, p2, mbits, mant, expo, want_e,
-                                  e_out[lo : lo + w], d_out[lo : lo + w], v_out[lo : lo + w], inv_logq)
+            _class_major_measures(scratch, w, q, want_e, e_out[lo : lo + w], d_out[lo : lo + w],
+                                  v_out[lo : lo + w], inv_logq)
 
 
 @njit(cache=True, nogil=True, parallel=True)

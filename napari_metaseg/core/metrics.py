@@ -19,8 +19,8 @@ from .heatmaps import (
     SAMPLE_MEASURES,
     _check_measures,
     _class_major_measures,
+    _measure_scratch,
     _sample_maps,
-    padded_stride,
 )
 from .inputs import _canonical, check_ground_truth
 from .segments import _label_any, _resolve_mode
@@ -85,21 +85,15 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
     w = dc_
     k = rows_per_block
     pmax = k * w
-    ws = padded_stride(pmax)
     inv_logq = np.float32(1.0 / np.log(q))
     nbb = (db_ + k - 1) // k
     nwork = da_ * nbb
     partial = np.zeros((nchunks, nseg + 1, ncols))
     for ch in prange(nchunks):
         acc = partial[ch]
-        tr = np.empty(ws * q, np.float32)
-        tri = tr.view(np.int32)
-        ent = np.empty(pmax, np.float32)
-        p1 = np.empty(pmax, np.float32)
-        p2 = np.empty(pmax, np.float32)
-        mbits = np.empty(pmax, np.int32)
-        mant = mbits.view(np.float32)
-        expo = np.empty(pmax, np.float32)
+        scratch = _measure_scratch(pmax, q)
+        tr = scratch[0]
+        ws = scratch[2]
         maps = np.empty((nm, pmax), np.float32)
         sbuf = np.empty(pmax, np.int32)
         nbuf = np.empty(w, np.int32)
@@ -117,8 +111,7 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
                     p = i * w + j
                     for c in range(q):
                         tr[c * ws + p] = pf[src + c]
-            _class_major_measures(tr, tri, ws, npx, q, ent, p1, p2, mbits, mant, expo, want_e,
-                                  maps[0], maps[1], maps[2], inv_logq)
+            _class_major_measures(scratch, npx, q, want_e, maps[0], maps[1], maps[2], inv_logq)
             for i in range(nrows):
                 rowbase = a * sa + (b0 + i) * sb
                 for x in range(n_extra):
