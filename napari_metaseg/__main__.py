@@ -1,33 +1,51 @@
-"""``python -m napari_metaseg``: napari on the nuclei sample with heatmaps and scored segments."""
+"""``python -m napari_metaseg``: napari on the 3D brain sample with the MetaSeg panel docked and run."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def populate_demo(viewer):
-    """Open the nuclei sample in ``viewer`` and add heatmaps and segments coloured by IoU_adj.
+def axial_view(viewer):
+    """Show axial slices of a RAS+ volume (x to the right, anterior up), z on the slider."""
+    nd = viewer.dims.ndim
+    if nd < 3:
+        return
+    order = [*range(nd - 3), nd - 1, nd - 2, nd - 3]
+    viewer.dims.order = tuple(order)
+    viewer.camera.orientation2d = ("up", "right")
 
-    Background segments (class 0) stay transparent so the nuclei's colours are what one sees.
+
+def populate_demo(viewer, *, sample="brain3d", run=True):
+    """Open a sample, dock the analysis panel and (by default) start the analysis.
+
+    Returns the panel; its ``worker`` is running when ``run`` is true.
     """
-    from ._layers import add_results
-    from ._sample_data import load_nuclei_arrays
-    from .core import dispersion_maps, segment_metrics
-
-    viewer.open_sample("napari-metaseg", "nuclei2d")
-    _, probs, gt = load_nuclei_arrays()
-    maps = dispersion_maps(probs)
-    seg, table = segment_metrics(probs, gt)
-    return add_results(viewer, maps, seg, table, color_by="iou_adj", hide_classes=(0,))
+    viewer.open_sample("napari-metaseg", sample)
+    if sample == "brain3d":
+        axial_view(viewer)
+        z_axis = viewer.dims.ndim - 1
+        lo, hi = viewer.dims.range[z_axis][:2]
+        viewer.dims.set_point(z_axis, lo + 0.55 * (hi - lo))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
+    if sample == "brain3d":
+        # slice-wise along z, as in the published BraTS evaluation and as the axial view shows it
+        widget.mode_combo.setCurrentText("slices")
+        widget.slice_spin.setValue(-1)
+    if run:
+        widget.run()
+    return widget
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m napari_metaseg", description=__doc__)
-    parser.parse_args(argv)
+    parser.add_argument("--sample", choices=("brain3d", "nuclei2d"), default="brain3d",
+                        help="sample to open (default: the 3D brain)")
+    parser.add_argument("--no-run", action="store_true", help="dock the panel without running it")
+    args = parser.parse_args(argv)
     import napari
 
     viewer = napari.Viewer(title="napari-metaseg")
-    populate_demo(viewer)
+    populate_demo(viewer, sample=args.sample, run=not args.no_run)
     napari.run()
 
 

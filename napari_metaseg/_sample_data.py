@@ -48,3 +48,27 @@ def make_nuclei_sample():
         ),
         (gt.astype(np.int32), {"name": "nuclei ground truth", "opacity": 0.4, "visible": False}, "labels"),
     ]
+
+
+BRAIN_FILES = {"t1": "brain3d_t1.nii.gz", "softmax": "brain3d_softmax.nii.gz", "gt": "brain3d_gt.nii.gz"}
+
+
+def make_brain_sample():
+    """T1 MRI volume (MNI ICBM 2009 derivative, 2 mm) with a random-forest softmax and GT.
+
+    Read through :func:`napari_metaseg.io.read_layers`: RAS+ orientation, ``scale`` from the voxel
+    size (2 mm), ``translate`` from the affine, the affine kept in each layer's metadata.
+    """
+    from .io import read_layers
+
+    names = {"t1": "brain T1", "softmax": "brain softmax", "gt": "brain ground truth"}
+    kinds = {"t1": "image", "softmax": "probabilities", "gt": "labels"}
+    out = []
+    for key, fname in BRAIN_FILES.items():
+        (data, meta, layer_type), = read_layers(_sample_path(fname), kind=kinds[key])
+        meta["name"] = names[key]
+        if key == "gt":
+            meta["visible"] = False
+            meta["opacity"] = 0.4
+        out.append((data, meta, layer_type))
+    return out

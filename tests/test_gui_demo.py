@@ -1,66 +1,61 @@
-"""The README's demo in a real viewer: layers, hover table, and the colours on the canvas."""
+"""The README's demo (``python -m napari_metaseg``) in a real viewer: brain sample, panel docked
+and run, hover table, colours on the canvas, a row click moving to the right axial slice."""
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from _gui_helpers import canvas_rgb_oriented, deep_pixel, is_green, is_red, wait_for_worker
 
 pytestmark = pytest.mark.gui
 
 
-def _deep_pixel(mask):
-    dist = ndimage.distance_transform_edt(mask)
-    return np.unravel_index(np.argmax(dist), mask.shape)
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_METASEG_CONFIG_DIR", str(tmp_path / "config"))
 
 
-def _canvas_rgb(viewer, shot, yx):
-    cam = viewer.camera
-    h, w = shot.shape[:2]
-    cy = (yx[0] - cam.center[-2]) * cam.zoom + h / 2
-    cx = (yx[1] - cam.center[-1]) * cam.zoom + w / 2
-    patch = shot[int(cy) - 1 : int(cy) + 2, int(cx) - 1 : int(cx) + 2, :3].reshape(-1, 3)
-    return patch.mean(0) / 255.0
-
-
-def test_demo_layers_and_colours(make_napari_viewer, tmp_path):
+def test_demo_brain_panel_colours_and_slice_navigation(make_napari_viewer, qtbot, tmp_path):
     from napari_metaseg.__main__ import populate_demo
 
     viewer = make_napari_viewer(show=True)
-    populate_demo(viewer)
-    names = [layer.name for layer in viewer.layers]
-    assert names[:3] == ["nuclei image", "nuclei softmax", "nuclei ground truth"]
-    assert "segments" in names and "heatmap E" in names
+    widget = populate_demo(viewer)
+    wait_for_worker(qtbot, widget)
+    names = [la.name for la in viewer.layers]
+    assert names == ["brain T1", "brain softmax", "brain ground truth", "heatmap E", "segments"]
     seg_layer = viewer.layers["segments"]
     table = seg_layer.features
-    assert {"index", "iou", "iou_adj", "E", "D", "V"} <= set(table.columns)
+    assert {"index", "slice", "class", "iou_adj", "E"} <= set(table.columns)
     assert table["index"].tolist() == list(range(1, len(table) + 1))
-    assert int(seg_layer.data.max()) == len(table)
+    np.testing.assert_allclose(seg_layer.scale, viewer.layers["brain T1"].scale)
+    np.testing.assert_allclose(seg_layer.translate, viewer.layers["brain T1"].translate)
+    assert viewer.layers["heatmap E"].data.shape == seg_layer.data.shape
 
-    # Only the segments, fully opaque, so canvas colours are the overlay's.
+    # the worst sizeable foreground segment and a right one on the same axial slice
+    fg = table[(table["class"] > 0) & (table["S_in"] > 20)]
+    bad = fg.sort_values("iou_adj").iloc[0]
+    assert bad["iou_adj"] < 0.1
+    same = fg[(fg["slice"] == bad["slice"]) & (fg["iou_adj"] > 0.85)]
+    good = same.sort_values("S_in").iloc[-1]
+    z = int(bad["slice"])
+
+    # clicking the bad segment's row moves the z slider to its slice
+    row = widget.model.row_of("index", int(bad["index"]))
+    widget.select_row(row)
+    assert seg_layer.selected_label == int(bad["index"])
+    z_world = viewer.dims.point[-1]
+    assert round((z_world - seg_layer.translate[-1]) / seg_layer.scale[-1]) == z
+
     for layer in viewer.layers:
-        layer.visible = layer is seg_layer
+        layer.visible = layer.name == "segments"
     seg_layer.opacity = 1.0
     viewer.reset_view()
+    qtbot.wait(100)
     shot = viewer.screenshot(canvas_only=True, flash=False)
+    plane = seg_layer.data[:, :, z]
 
-    bad = table[(table["iou_adj"] == 0) & (table["class"] == 1)].sort_values("S").iloc[-1]
-    good = table[table["class"] == 1].sort_values("iou_adj").iloc[-1]
-    assert good["iou_adj"] > 0.9
-    bad_rgb = _canvas_rgb(viewer, shot, _deep_pixel(seg_layer.data == bad["index"]))
-    good_rgb = _canvas_rgb(viewer, shot, _deep_pixel(seg_layer.data == good["index"]))
-    # the background segment is transparent: black canvas there
-    bg = table[table["class"] == 0].sort_values("S").iloc[-1]
-    bg_rgb = _canvas_rgb(viewer, shot, _deep_pixel(seg_layer.data == bg["index"]))
-    assert bg_rgb.max() < 0.05, bg_rgb
-    # Hue, not brightness: the overlay's alpha darkens colours over the black canvas.
-    assert bad_rgb[0] > 0.25 and bad_rgb[0] > 3 * max(bad_rgb[1], bad_rgb[2]), bad_rgb
-    assert good_rgb[1] > 0.25 and good_rgb[1] > 2 * max(good_rgb[0], good_rgb[2]), good_rgb
+    def rgb(seg_id):
+        i, j = deep_pixel(plane == seg_id)  # (x, y) voxel; displayed rows = y, columns = x
+        world = seg_layer.data_to_world((i, j, z))
+        return canvas_rgb_oriented(viewer, shot, (world[1], world[0]))
 
-    from skimage.io import imsave
-
-    imsave(tmp_path / "demo_segments.png", shot, check_contrast=False)
-    # and the view a reviewer gets: image below, overlay on top
-    for layer in viewer.layers:
-        layer.visible = layer.name in ("nuclei image", "segments")
-    seg_layer.opacity = 0.6
-    imsave(tmp_path / "demo_overlay.png", viewer.screenshot(canvas_only=False, flash=False),
-           check_contrast=False)
+    assert is_red(rgb(int(bad["index"]))), rgb(int(bad["index"]))
+    assert is_green(rgb(int(good["index"]))), rgb(int(good["index"]))

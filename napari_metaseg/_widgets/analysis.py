@@ -1,0 +1,462 @@
+"""Analysis panel: softmax (+ optional GT) -> heatmaps, rated segments, a sortable segment table.
+
+Thin: the work is :func:`napari_metaseg.core.iter_segment_metrics` (and the meta model's
+``predict_table`` when a model is loaded) in a generator ``thread_worker``; layers are touched
+only in the worker's ``returned`` handler on the main thread, so cancelling changes nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import add_results, recolor
+from ..core.colors import quality_rgba
+from ._session import session_for
+from ._settings import section, update_settings
+from ._table import DataFrameModel
+
+NONE = "(none)"
+MODES = ("auto", "2d", "3d", "slices")
+HEATMAPS = ("E", "D", "V")
+TABLE_COLUMNS = ("index", "slice", "class", "S", "S_in", "E", "D", "V", "iou", "iou_adj", "p_iou0",
+                 "iou_adj_pred")
+DEFAULTS = {"mode": "auto", "slice_axis": -1, "ignore_index": 255, "heatmaps": ["E"],
+            "min_interior": 1, "hide_background": True}
+
+
+def probability_class_axis(layer):
+    """Class axis of a probability layer: from its metadata, else guessed from its values."""
+    meta = layer.metadata.get("metaseg", {}) if hasattr(layer, "metadata") else {}
+    if meta.get("kind") == "probabilities" and "class_axis" in meta:
+        return int(meta["class_axis"])
+    from ..io.layers import guess_kind
+
+    kind, axis = guess_kind(np.asarray(layer.data))
+    if kind != "probabilities":
+        raise ValueError(
+            f"layer {layer.name!r} (shape {tuple(layer.data.shape)}, dtype {layer.data.dtype}) does not "
+            "look like a probability map: expected a class axis (first or last, 2..64 entries) "
+            "whose values sum to 1"
+        )
+    return axis
+
+
+def _analysis(probs, gt, *, class_axis, mode, slice_axis, ignore_index, heatmaps, classifier,
+              regressor):
+    """Generator: yields ``(fraction, stage)``, returns ``(maps, seg, table)``."""
+    from ..core import as_probabilities, dispersion_maps, iter_segment_metrics
+
+    probs = as_probabilities(probs, class_axis=class_axis)
+    yield 0.1, "validated"
+    maps = dispersion_maps(probs, measures=tuple(heatmaps)) if heatmaps else {}
+    yield 0.3, "heatmaps"
+    gen = iter_segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis, ignore_index=ignore_index)
+    while True:
+        try:
+            frac, stage = next(gen)
+        except StopIteration as stop:
+            seg, table = stop.value
+            break
+        yield 0.3 + 0.65 * frac, stage
+    if classifier is not None or regressor is not None:
+        from ..core.meta_model import predict_table
+
+        table = predict_table(table, classifier, regressor)
+        yield 1.0, "meta model"
+    return maps, seg, table
+
+
+def legend_pixmap(width=160, height=12):
+    ramp = quality_rgba(np.linspace(0.0, 1.0, width), alpha=1.0)[:, :3]
+    rgb = np.ascontiguousarray(np.repeat((ramp * 255).astype(np.uint8)[None], height, axis=0))
+    img = QImage(rgb.data, width, height, 3 * width, QImage.Format_RGB888)
+    return QPixmap.fromImage(img.copy())
+
+
+class AnalysisWidget(QWidget):
+    """Dock widget: run MetaSeg on a probability layer and review the rated segments."""
+
+    #: emitted with the segments layer after a run has added its results
+    finished = Signal(object)
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.worker = None
+        self.seg_layer = None
+        self._syncing = False
+        opts = {**DEFAULTS, **section("analysis")}
+
+        self.image_combo = QComboBox()
+        self.probs_combo = QComboBox()
+        self.gt_combo = QComboBox()
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(MODES)
+        self.mode_combo.setCurrentText(str(opts["mode"]) if opts["mode"] in MODES else "auto")
+        self.slice_spin = QSpinBox()
+        self.slice_spin.setRange(-3, 2)
+        self.slice_spin.setValue(int(opts["slice_axis"]))
+        self.slice_spin.setToolTip("spatial axis to cut slices along (-1 = last)")
+        self.ignore_spin = QSpinBox()
+        self.ignore_spin.setRange(-1, 65535)
+        self.ignore_spin.setSpecialValueText("none")
+        self.ignore_spin.setValue(int(opts["ignore_index"]) if opts["ignore_index"] is not None else -1)
+        self.heat_boxes = {}
+        heat_row = QHBoxLayout()
+        for h in HEATMAPS:
+            box = QCheckBox(h)
+            box.setChecked(h in opts["heatmaps"])
+            box.setToolTip({"E": "entropy", "D": "probability margin", "V": "variation ratio"}[h])
+            self.heat_boxes[h] = box
+            heat_row.addWidget(box)
+        self.min_interior_spin = QSpinBox()
+        self.min_interior_spin.setRange(0, 10**6)
+        self.min_interior_spin.setValue(int(opts["min_interior"]))
+        self.min_interior_spin.setToolTip("segments with fewer interior pixels are grey and left "
+                                          "out of the table")
+        self.hide_bg_box = QCheckBox("hide class 0 (background)")
+        self.hide_bg_box.setChecked(bool(opts["hide_background"]))
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("probabilities", self.probs_combo)
+        form.addRow("ground truth", self.gt_combo)
+        form.addRow("mode", self.mode_combo)
+        form.addRow("slice axis", self.slice_spin)
+        form.addRow("ignore label", self.ignore_spin)
+        form.addRow("heatmaps", heat_row)
+        form.addRow("min interior", self.min_interior_spin)
+        form.addRow("", self.hide_bg_box)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run_or_cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        self.legend_title = QLabel("")
+        legend_bar = QLabel()
+        legend_bar.setPixmap(legend_pixmap())
+        legend = QHBoxLayout()
+        legend.addWidget(QLabel("0 distrust"))
+        legend.addWidget(legend_bar)
+        legend.addWidget(QLabel("1 trust"))
+        legend.addStretch()
+        self.legend = QWidget()
+        lv = QVBoxLayout(self.legend)
+        lv.setContentsMargins(0, 0, 0, 0)
+        lv.addWidget(self.legend_title)
+        lv.addLayout(legend)
+        self.legend.setVisible(False)
+
+        self.model = DataFrameModel()
+        self.table_view = QTableView()
+        self.table_view.setModel(self.model)
+        self.table_view.setSortingEnabled(True)
+        self.table_view.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table_view.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table_view.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table_view.verticalHeader().setDefaultSectionSize(18)
+        self.table_view.clicked.connect(lambda idx: self.select_row(idx.row()))
+        self.save_button = QPushButton("Save CSV")
+        self.save_button.clicked.connect(lambda: self.save_csv())
+        self.save_button.setEnabled(False)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.legend)
+        layout.addWidget(self.table_view, stretch=1)
+        layout.addWidget(self.save_button)
+
+        for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
+                   napari_viewer.layers.events.reordered):
+            ev.connect(self._refresh_choices)
+        self._refresh_choices()
+        self.mode_combo.currentTextChanged.connect(self._mode_changed)
+        self._mode_changed(self.mode_combo.currentText())
+        self.session.models_changed.connect(self._models_changed)
+        napari_viewer.mouse_drag_callbacks.append(self._on_canvas_click)
+
+    # -- layer choices ---------------------------------------------------------------------------
+    def _refresh_choices(self, event=None):
+        from napari.layers import Image, Labels
+
+        def fill(combo, layers, with_none, prefer=None):
+            current = combo.currentText()
+            names = [la.name for la in layers]
+            combo.blockSignals(True)
+            combo.clear()
+            if with_none:
+                combo.addItem(NONE)
+            combo.addItems(names)
+            if current in names or (with_none and current == NONE):
+                combo.setCurrentText(current)
+            elif prefer:
+                combo.setCurrentText(prefer[0])
+            combo.blockSignals(False)
+
+        layers = [la for la in self.viewer.layers if not la.metadata.get("metaseg", {}).get("result")]
+        images = [la for la in layers if isinstance(la, Image)]
+        probs = [la for la in images if la.metadata.get("metaseg", {}).get("kind") == "probabilities"]
+        plain = [la for la in images if la not in probs]
+        labels = [la for la in layers if isinstance(la, Labels)]
+        fill(self.image_combo, images, True, [la.name for la in plain])
+        fill(self.probs_combo, probs + plain, False, [la.name for la in probs])
+        fill(self.gt_combo, labels, True, [la.name for la in labels])
+
+    def _mode_changed(self, mode):
+        self.slice_spin.setEnabled(mode == "slices")
+
+    def _layer(self, combo):
+        name = combo.currentText()
+        if not name or name == NONE or name not in self.viewer.layers:
+            return None
+        return self.viewer.layers[name]
+
+    def options(self):
+        """The panel's options as a dict (what is persisted between sessions)."""
+        ignore = self.ignore_spin.value()
+        return {
+            "mode": self.mode_combo.currentText(),
+            "slice_axis": self.slice_spin.value(),
+            "ignore_index": None if ignore < 0 else ignore,
+            "heatmaps": [h for h, b in self.heat_boxes.items() if b.isChecked()],
+            "min_interior": self.min_interior_spin.value(),
+            "hide_background": self.hide_bg_box.isChecked(),
+        }
+
+    # -- running -----------------------------------------------------------------------------------
+    def run_or_cancel(self):
+        if self.worker is not None:
+            self.cancel()
+        else:
+            self.run()
+
+    def run(self):
+        """Start the analysis in a worker; returns the worker (None when the inputs are wrong)."""
+        from napari.qt.threading import create_worker
+        from napari.utils.notifications import show_error
+
+        probs_layer = self._layer(self.probs_combo)
+        if probs_layer is None:
+            show_error("napari-metaseg: choose a probability layer first")
+            return None
+        try:
+            class_axis = probability_class_axis(probs_layer)
+        except ValueError as exc:
+            show_error(f"napari-metaseg: {exc}")
+            return None
+        gt_layer = self._layer(self.gt_combo)
+        opts = self.options()
+        update_settings("analysis", opts)
+        ndim = probs_layer.ndim
+        spatial = [i for i in range(ndim) if i != class_axis % ndim]
+        self._out_scale = tuple(np.asarray(probs_layer.scale)[spatial].tolist())
+        self._out_translate = tuple(np.asarray(probs_layer.translate)[spatial].tolist())
+        self._out_opts = opts
+        mode = opts["mode"]
+        if len(spatial) == 2 and mode in ("3d", "slices"):
+            mode = "2d"  # a 2D image: the remembered volume option does not apply
+        steps = 2 + (4 if gt_layer is not None else 3) + (1 if self.session.has_models else 0)
+        self.worker = create_worker(
+            _analysis, np.asarray(probs_layer.data),
+            None if gt_layer is None else np.asarray(gt_layer.data),
+            class_axis=class_axis, mode=mode, slice_axis=opts["slice_axis"],
+            ignore_index=opts["ignore_index"], heatmaps=opts["heatmaps"],
+            classifier=self.session.classifier, regressor=self.session.regressor,
+            _progress={"total": steps, "desc": "MetaSeg analysis"}, _start_thread=False,
+        )
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_errored)
+        self.worker.aborted.connect(self._on_aborted)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setText("Cancel")
+        self.progress.setValue(0)
+        self.status.setText("running ...")
+        self.worker.start()
+        return self.worker
+
+    def cancel(self):
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelling ...")
+            self.run_button.setEnabled(False)
+
+    def _on_yielded(self, value):
+        frac, stage = value
+        self.progress.setValue(round(100 * frac))
+        self.status.setText(stage)
+
+    def _on_errored(self, exc):
+        from napari.utils.notifications import show_error
+
+        self.status.setText(f"error: {exc}")
+        show_error(f"napari-metaseg analysis failed: {exc}")
+
+    def _on_aborted(self):
+        self.status.setText("cancelled; nothing was changed")
+        self.progress.setValue(0)
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.setText("Run")
+        self.run_button.setEnabled(True)
+
+    def _on_returned(self, result):
+        maps, seg, table = result
+        opts = self._out_opts
+        hide = (0,) if opts["hide_background"] else ()
+        layers = add_results(self.viewer, maps, seg, table, scale=self._out_scale,
+                             translate=self._out_translate, hide_classes=hide,
+                             min_interior=opts["min_interior"])
+        self.set_segments_layer(layers[-1])
+        self.progress.setValue(100)
+        self.status.setText(f"{len(table)} segments")
+        self.finished.emit(self.seg_layer)
+
+    # -- results -----------------------------------------------------------------------------------
+    def set_segments_layer(self, layer):
+        if self.seg_layer is not None:
+            for ev, cb in ((self.seg_layer.events.features, self._features_changed),
+                           (self.seg_layer.events.selected_label, self._label_selected)):
+                try:
+                    ev.disconnect(cb)
+                except (TypeError, ValueError, RuntimeError):
+                    pass
+        self.seg_layer = layer
+        layer.events.features.connect(self._features_changed)
+        layer.events.selected_label.connect(self._label_selected)
+        self._features_changed()
+
+    def shown_table(self):
+        """The segment table exactly as shown (columns and row order)."""
+        return self.model.frame
+
+    def _features_changed(self, event=None):
+        layer = self.seg_layer
+        if layer is None:
+            return
+        table = layer.features
+        min_int = int(layer.metadata.get("metaseg", {}).get("min_interior", 0))
+        if min_int > 0 and "S_in" in table.columns:
+            table = table[table["S_in"] >= min_int]
+        cols = [c for c in TABLE_COLUMNS if c in table.columns]
+        self.model.set_frame(table[cols])
+        self.table_view.horizontalHeader().setSortIndicatorShown(False)
+        self.table_view.resizeColumnsToContents()
+        self.save_button.setEnabled(True)
+        title = layer.metadata.get("metaseg", {}).get("color_title", "")
+        self.legend_title.setText(f"colour: {title}")
+        self.legend.setVisible(True)
+
+    def _models_changed(self):
+        """A model was loaded or trained: predict and recolour the current segments."""
+        layer = self.seg_layer
+        if layer is None or layer not in self.viewer.layers or not self.session.has_models:
+            return
+        from ..core.meta_model import predict_table
+
+        layer.features = predict_table(layer.features, self.session.classifier, self.session.regressor)
+        recolor(layer)
+        self._features_changed()
+
+    def select_row(self, row):
+        """Select the segment of table row ``row`` and centre the camera on it."""
+        if self.seg_layer is None or not 0 <= row < len(self.model.frame):
+            return
+        seg_id = int(self.model.frame["index"].iloc[row])
+        self._syncing = True
+        try:
+            self.seg_layer.selected_label = seg_id
+        finally:
+            self._syncing = False
+        self.centre_on(seg_id)
+
+    def centre_on(self, seg_id):
+        """Move the camera (and the slider of a non-displayed axis) to segment ``seg_id``."""
+        layer = self.seg_layer
+        coords = np.argwhere(np.asarray(layer.data) == seg_id)
+        if not len(coords):
+            return
+        centroid = coords.mean(axis=0)
+        # a voxel of the segment nearest its centroid: the right slice even for curved segments
+        point = coords[np.argmin(((coords - centroid) ** 2).sum(axis=1))].astype(float)
+        world = np.asarray(layer.data_to_world(point))
+        world_c = np.asarray(layer.data_to_world(centroid))
+        offset = self.viewer.dims.ndim - layer.ndim
+        displayed = self.viewer.dims.displayed
+        for ax in range(layer.ndim):
+            if ax + offset not in displayed:
+                self.viewer.dims.set_point(ax + offset, world[ax])
+        self.viewer.camera.center = tuple(world_c[ax - offset] if ax >= offset else 0.0
+                                          for ax in displayed)
+
+    def _label_selected(self, event=None):
+        if self._syncing or self.seg_layer is None:
+            return
+        row = self.model.row_of("index", int(self.seg_layer.selected_label))
+        if row < 0:
+            return
+        self._syncing = True
+        try:
+            self.table_view.selectRow(row)
+            self.table_view.scrollTo(self.model.index(row, 0))
+        finally:
+            self._syncing = False
+
+    def _on_canvas_click(self, viewer, event):
+        """A click (not a drag) on a segment selects it and its table row."""
+        layer = self.seg_layer
+        if layer is None or layer not in viewer.layers or not layer.visible:
+            return
+        yield
+        dragged = False
+        while event.type == "mouse_move":
+            dragged = True  # a drag pans the view; not a selection
+            yield
+        if dragged:
+            return
+        value = layer.get_value(event.position, view_direction=event.view_direction,
+                                dims_displayed=event.dims_displayed, world=True)
+        if value is not None and int(value) > 0:
+            layer.selected_label = int(value)
+
+    def save_csv(self, path=None):
+        """Write the table exactly as shown (columns, rows, order) to ``path`` (asks when None)."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save segment table", "segments.csv",
+                                                  "CSV (*.csv)")
+            if not path:
+                return None
+        self.model.frame.to_csv(path, index=False)
+        self.status.setText(f"saved {len(self.model.frame)} rows to {path}")
+        return path
+
+    def closeEvent(self, event):
+        if self.worker is not None:
+            self.worker.quit()
+        super().closeEvent(event)
+

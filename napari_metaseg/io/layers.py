@@ -1,0 +1,289 @@
+"""Files as napari-style layer tuples ``(data, meta, kind)``, without importing napari.
+
+The npe2 reader (:mod:`napari_metaseg._reader`) is a thin wrapper over :func:`read_layers`; the
+same function serves scripts and tests. The *kind* of each array (``"image"``, ``"labels"`` or
+``"probabilities"``) is guessed from its dtype, shape and values (:func:`guess_kind`) and can be
+forced with ``kind=``. Probability maps are returned as float32 with the class axis **first** (a
+slider in napari) and ``meta["metadata"]["metaseg"] = {"kind": "probabilities", "class_axis": 0}``,
+which is what the analysis panel reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core.inputs import as_probabilities
+
+__all__ = ["KINDS", "NIFTI_SUFFIXES", "SUFFIXES", "guess_kind", "read_layers", "suffix_of"]
+
+KINDS = ("auto", "image", "labels", "probabilities")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SUFFIXES = (*NIFTI_SUFFIXES, ".npy", ".npz", ".tif", ".tiff", ".png")
+#: An integer array with at most this many distinct values is a label map.
+MAX_LABEL_VALUES = 64
+#: Largest class axis considered for a probability map.
+MAX_CLASSES = 64
+_SAMPLE = 200_000
+
+
+def suffix_of(path):
+    """The lower-case suffix that decides the reader (``".nii.gz"`` counts as one suffix)."""
+    name = Path(str(path)).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def _sample(a, n=_SAMPLE):
+    flat = a.reshape(-1)
+    step = max(1, flat.size // n)
+    return flat[::step]
+
+
+def _class_axis_candidates(shape, spatial_ndim=(2, 3)):
+    out = []
+    if len(shape) - 1 in spatial_ndim:
+        if 2 <= shape[-1] <= MAX_CLASSES:
+            out.append(len(shape) - 1)
+        if 2 <= shape[0] <= MAX_CLASSES:
+            out.append(0)
+    return out
+
+
+def _sums_to_one(a, axis, scale):
+    moved = np.moveaxis(a, axis, -1)
+    rows = moved.reshape(-1, moved.shape[-1])
+    step = max(1, rows.shape[0] // 20_000)
+    s = rows[::step].astype(np.float64).sum(axis=1) * scale
+    return bool(s.size) and bool(np.all(np.abs(s - 1.0) <= 0.02)) and float(rows[::step].min()) >= 0
+
+
+def guess_kind(a, *, slope=None):
+    """Guess what an array holds.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        The stored array (before any scaling).
+    slope : float, optional
+        A stored scale factor (NIfTI ``scl_slope``); an unsigned array with a slope whose class
+        axis sums to about 1 after scaling is a quantised probability map.
+
+    Returns
+    -------
+    kind : {"image", "labels", "probabilities"}
+    class_axis : int or None
+        Class axis of a probability map, else None.
+
+    Examples
+    --------
+    >>> guess_kind(np.full((4, 4, 2), 0.5))
+    ('probabilities', 2)
+    >>> guess_kind(np.eye(4, dtype=np.uint8))
+    ('labels', None)
+    """
+    a = np.asarray(a)
+    if a.dtype.kind in "fu" and a.ndim in (3, 4):
+        if a.dtype.kind == "u":
+            scales = [slope] if slope else []
+            scales.append(1.0 / np.iinfo(a.dtype).max)
+        else:
+            scales = [1.0]
+        for axis in _class_axis_candidates(a.shape):
+            if any(_sums_to_one(a, axis, s) for s in scales):
+                return "probabilities", axis
+    if a.dtype.kind in "iub" and a.ndim in (2, 3) and a.size:
+        if a.dtype.kind == "b" or np.unique(_sample(a)).size <= MAX_LABEL_VALUES:
+            return "labels", None
+    return "image", None
+
+
+def _check_kind(kind):
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def _as_layer(a, kind, class_axis, *, name, slope=None, scale=None, translate=None, extra_meta=None):
+    """One ``(data, meta, layer_type)`` tuple for ``a`` of the given kind."""
+    metadata = dict(extra_meta or {})
+    meta = {"name": name}
+    spatial_scale = scale
+    if kind == "probabilities":
+        if class_axis is None:
+            cands = _class_axis_candidates(a.shape)
+            if not cands:
+                raise ValueError(
+                    f"{name}: cannot read an array of shape {a.shape} as probabilities "
+                    f"(expected 2 or 3 spatial axes and a class axis of 2..{MAX_CLASSES} entries)"
+                )
+            class_axis = cands[0]
+        probs_scale = float(slope) if (slope and a.dtype.kind == "u") else None
+        probs = as_probabilities(a, class_axis=class_axis, scale=probs_scale)
+        data = np.moveaxis(probs, -1, 0)
+        metadata["metaseg"] = {"kind": "probabilities", "class_axis": 0}
+        meta.update(colormap="magma", contrast_limits=(0.0, 1.0), visible=False)
+        if spatial_scale is not None:
+            meta["scale"] = (1.0, *spatial_scale)
+            meta["translate"] = (0.0, *translate)
+        meta["metadata"] = metadata
+        return data, meta, "image"
+    if spatial_scale is not None:
+        meta["scale"] = tuple(spatial_scale)
+        meta["translate"] = tuple(translate)
+    if kind == "labels":
+        if a.dtype.kind == "f":
+            if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+                raise ValueError(f"{name}: a float array with non-integer values cannot be labels")
+            a = a.astype(np.int32)
+        elif a.dtype.kind == "b":
+            a = a.astype(np.uint8)
+        elif a.dtype.kind not in "iu":
+            raise ValueError(f"{name}: dtype {a.dtype} cannot be labels")
+        metadata["metaseg"] = {"kind": "labels"}
+        meta.update(opacity=0.5, metadata=metadata)
+        return a, meta, "labels"
+    if a.dtype.kind not in "iufb":
+        raise ValueError(f"{name}: dtype {a.dtype} is not an image")
+    metadata["metaseg"] = {"kind": "image"}
+    if slope and a.dtype.kind in "iu":
+        a = a * np.float32(slope)
+    meta.update(colormap="gray", metadata=metadata)
+    return a, meta, "image"
+
+
+def _read_nifti_layer(path, kind):
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+
+    try:
+        img = nib.load(str(path))
+        original_affine = np.asarray(img.affine, dtype=np.float64)
+        slope, inter = img.dataobj.slope, img.dataobj.inter
+        raw = np.asanyarray(img.dataobj.get_unscaled())
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise ValueError(f"cannot read {path} as NIfTI: {exc}") from exc
+    affine = original_affine
+    if raw.ndim >= 3:
+        # closest canonical (RAS+) orientation on the stored values: flips and axis swaps only
+        ornt = io_orientation(original_affine)
+        if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+            raw = np.ascontiguousarray(apply_orientation(raw, ornt))
+            affine = original_affine @ inv_ornt_aff(ornt, img.shape[:3])
+    if raw.ndim == 4 and raw.shape[-1] == 1:
+        raw = raw[..., 0]
+    if raw.ndim not in (2, 3, 4):
+        raise ValueError(f"{path}: NIfTI with {raw.ndim} dimensions {raw.shape} is not supported")
+    no_slope = slope is None or np.isnan(slope) or slope == 1.0
+    no_inter = inter is None or np.isnan(inter) or inter == 0.0
+    if not no_inter:
+        raw = raw * np.float32(1.0 if no_slope else slope) + np.float32(inter)
+        slope = None
+    elif no_slope:
+        slope = None
+    nsp = 3 if raw.ndim >= 3 else 2
+    zooms = np.sqrt((affine[:3, :nsp] ** 2).sum(axis=0))
+    translate = affine[:nsp, 3]
+    class_axis = None
+    if kind == "auto":
+        kind, class_axis = guess_kind(raw, slope=slope)
+        if kind == "probabilities" and class_axis != raw.ndim - 1:
+            kind, class_axis = "image", None  # NIfTI keeps x, y, z first: classes are last
+    elif kind == "probabilities":
+        class_axis = raw.ndim - 1
+    extra = {
+        "affine": affine,
+        "original_affine": original_affine,
+        "source": str(path),
+        "nifti_shape": tuple(int(s) for s in img.shape),
+    }
+    name = Path(str(path)).name
+    for suf in NIFTI_SUFFIXES[::-1]:
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+            break
+    return _as_layer(raw, kind, class_axis, name=name, slope=slope, scale=tuple(zooms.tolist()),
+                     translate=tuple(translate.tolist()), extra_meta=extra)
+
+
+def _read_array_file(path, suffix):
+    if suffix == ".npy":
+        try:
+            arr = np.load(str(path), allow_pickle=False)
+        except Exception as exc:
+            raise ValueError(f"cannot read {path} as a .npy array: {exc}") from exc
+        return [(Path(str(path)).stem, arr)]
+    if suffix == ".npz":
+        try:
+            with np.load(str(path), allow_pickle=False) as f:
+                items = [(f"{Path(str(path)).stem} {k}", f[k]) for k in f.files]
+        except Exception as exc:
+            raise ValueError(f"cannot read {path} as a .npz archive: {exc}") from exc
+        if not items:
+            raise ValueError(f"{path}: the .npz archive holds no arrays")
+        return items
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            arr = tifffile.imread(str(path))
+        except Exception as exc:
+            raise ValueError(f"cannot read {path} as TIFF: {exc}") from exc
+        return [(Path(str(path)).stem, arr)]
+    if suffix == ".png":
+        from skimage.io import imread
+
+        try:
+            arr = imread(str(path))
+        except Exception as exc:
+            raise ValueError(f"cannot read {path} as PNG: {exc}") from exc
+        return [(Path(str(path)).stem, arr)]
+    raise ValueError(f"{path}: unsupported file type {suffix!r} (supported: {', '.join(SUFFIXES)})")
+
+
+def read_layers(path, *, kind="auto"):
+    """Read a file into layer tuples ``(data, meta, layer_type)``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.nii``/``.nii.gz`` (reoriented to the closest canonical RAS+ orientation; ``scale`` from
+        the voxel sizes, ``translate`` from the affine, original affine kept in
+        ``meta["metadata"]["original_affine"]``), ``.npy``/``.npz`` (one layer per array),
+        ``.tif``/``.tiff``/``.png``.
+    kind : {"auto", "image", "labels", "probabilities"}, default "auto"
+        Force how every array of the file is read; ``"auto"`` guesses (:func:`guess_kind`).
+
+    Returns
+    -------
+    list of tuple
+        ``(data, meta, layer_type)`` with ``layer_type`` ``"image"`` or ``"labels"``.
+        Probability maps are float32 ``"image"`` layers with the class axis first.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read, or its content cannot be read as ``kind``.
+
+    Examples
+    --------
+    >>> layers = read_layers("softmax_rf.nii.gz")  # doctest: +SKIP
+    >>> layers[0][1]["metadata"]["metaseg"]["kind"]  # doctest: +SKIP
+    'probabilities'
+    """
+    _check_kind(kind)
+    suffix = suffix_of(path)
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unsupported file type {suffix!r} (supported: {', '.join(SUFFIXES)})")
+    if not Path(str(path)).is_file():
+        raise ValueError(f"{path}: no such file")
+    if suffix in NIFTI_SUFFIXES:
+        return [_read_nifti_layer(path, kind)]
+    out = []
+    for name, arr in _read_array_file(path, suffix):
+        if arr.dtype.kind not in "iufb" or arr.ndim < 2:
+            raise ValueError(f"{name}: an array of dtype {arr.dtype} and shape {arr.shape} is not an image")
+        k, axis = guess_kind(arr) if kind == "auto" else (kind, None)
+        out.append(_as_layer(arr, k, axis, name=name, extra_meta={"source": str(path)}))
+    return out
