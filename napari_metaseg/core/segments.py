@@ -13,6 +13,7 @@ the C-order position of each segment's first pixel, in the layout where slices c
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -84,16 +85,33 @@ def _union_rows(parent, ptr, start, stop, val, r, rn):
             k += 1
 
 
-@njit(cache=True, nogil=True)
-def _label_runs(ptr, start, stop, val, d0, d1, connect_planes):
+@njit(cache=True, nogil=True, parallel=True)
+def _label_runs(ptr, start, stop, val, d0, d1, connect_planes, nparts):
+    """Union-find over runs, then consecutive labels in order of each component's first run.
+
+    The planes (axis 0) are split into ``nparts`` contiguous parts unioned in parallel: every
+    union inside a part touches only that part's runs, because roots are always the smallest
+    run index of a component. The planes where parts meet are unioned afterwards, serially.
+    """
     nruns = start.size
     parent = np.arange(nruns).astype(np.int32)
-    for a in range(d0):
-        for b in range(d1):
-            r = a * d1 + b
-            if b > 0:
-                _union_rows(parent, ptr, start, stop, val, r, r - 1)
-            if connect_planes and a > 0:
+    for part in prange(nparts):
+        a_lo = part * d0 // nparts
+        a_hi = (part + 1) * d0 // nparts
+        for a in range(a_lo, a_hi):
+            for b in range(d1):
+                r = a * d1 + b
+                if b > 0:
+                    _union_rows(parent, ptr, start, stop, val, r, r - 1)
+                if connect_planes and a > a_lo:
+                    for db in range(-1, 2):
+                        if 0 <= b + db < d1:
+                            _union_rows(parent, ptr, start, stop, val, r, r - d1 + db)
+    if connect_planes:
+        for part in range(1, nparts):
+            a = part * d0 // nparts
+            for b in range(d1):
+                r = a * d1 + b
                 for db in range(-1, 2):
                     if 0 <= b + db < d1:
                         _union_rows(parent, ptr, start, stop, val, r, r - d1 + db)
@@ -200,7 +218,8 @@ def _label_canonical(v3, connect_planes, out_strides=None):
     stop = np.empty(nruns, np.int32)
     val = np.empty(nruns, flat.dtype)
     _fill_runs(flat, nrows, d2, ptr, start, stop, val)
-    lab, n = _label_runs(ptr, start, stop, val, d0, d1, connect_planes)
+    nparts = max(1, min(d0, numba.get_num_threads()))
+    lab, n = _label_runs(ptr, start, stop, val, d0, d1, connect_planes, nparts)
     out = np.empty(flat.size, np.int32)
     if out_strides is None:
         _paint_runs(nrows, d2, ptr, start, stop, lab, out)
