@@ -1,6 +1,7 @@
 """The numerical engine: numpy, numba, scikit-learn and pandas only (no Qt, no napari).
 
-Data flows one way: inputs (validate) -> heatmaps -> segments -> metrics table.
+Data flows one way: inputs (validate) -> heatmaps -> segments -> metrics table -> meta model ->
+predictions.
 """
 
 from .heatmaps import MEASURES, SAMPLE_MEASURES, dispersion_maps
@@ -8,16 +9,67 @@ from .inputs import ProbabilityWarning, as_probabilities, check_ground_truth
 from .metrics import iter_segment_metrics, metric_columns, segment_metrics
 from .segments import MODES, label_segments
 
+# The meta-model stage needs scikit-learn (about a second to import); it is loaded on first use
+# so that validating, measuring and labelling stay quick to start.
+_LAZY = {
+    "meta_dataset": ("NON_FEATURE_COLUMNS", "SIZE_COLUMNS", "MetaDataset", "feature_columns",
+                     "training_rows"),
+    "meta_io": ("MetaModelFileError", "load_models", "save_models"),
+    "meta_model": ("CLASSIFIER_KINDS", "REGRESSOR_KINDS", "Evaluation", "MetaClassifier",
+                   "MetaRegressor", "check_columns", "evaluate", "evaluation_splits",
+                   "logistic_lasso_path", "predict_table", "refit"),
+    "plots": ("plot_iou_scatter", "plot_lasso_path", "plot_roc"),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name):
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_NAMES))
+
+
 __all__ = [
+    "CLASSIFIER_KINDS",
     "MEASURES",
     "MODES",
+    "NON_FEATURE_COLUMNS",
+    "REGRESSOR_KINDS",
     "SAMPLE_MEASURES",
+    "SIZE_COLUMNS",
+    "Evaluation",
+    "MetaClassifier",
+    "MetaDataset",
+    "MetaModelFileError",
+    "MetaRegressor",
     "ProbabilityWarning",
     "as_probabilities",
+    "check_columns",
     "check_ground_truth",
     "dispersion_maps",
+    "evaluate",
+    "evaluation_splits",
+    "feature_columns",
     "iter_segment_metrics",
     "label_segments",
+    "load_models",
+    "logistic_lasso_path",
     "metric_columns",
+    "plot_iou_scatter",
+    "plot_lasso_path",
+    "plot_roc",
+    "predict_table",
+    "refit",
+    "save_models",
     "segment_metrics",
+    "training_rows",
 ]
