@@ -55,3 +55,13 @@ def test_quality_colours_red_yellow_green_and_nan_grey():
     # monotone: redness falls and greenness rises with quality
     ramp = quality_rgba(np.linspace(0, 1, 21))
     assert np.all(np.diff(ramp[10:, 0]) <= 1e-7) and np.all(np.diff(ramp[:11, 1]) >= -1e-7)
+
+
+def test_every_exported_core_name_resolves():
+    import napari_metaseg.core as core
+
+    assert len(core.__all__) == len(set(core.__all__))
+    missing = [name for name in core.__all__ if getattr(core, name, None) is None]
+    assert missing == []
+    with pytest.raises(AttributeError, match="no attribute"):
+        core.not_a_name  # noqa: B018
