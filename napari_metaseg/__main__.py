@@ -27,10 +27,10 @@ def populate_demo(viewer, *, sample="brain3d", run=True):
         lo, hi = viewer.dims.range[z_axis][:2]
         viewer.dims.set_point(z_axis, lo + 0.55 * (hi - lo))
     _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
-    if sample == "brain3d":
-        # slice-wise along z, as in the published BraTS evaluation and as the axial view shows it
-        widget.mode_combo.setCurrentText("slices")
-        widget.slice_spin.setValue(-1)
+    # slice-wise along z for the brain, as in the published BraTS evaluation and as the axial
+    # view shows it; plain 2D for the nuclei image
+    widget.mode_combo.setCurrentText("slices" if sample == "brain3d" else "auto")
+    widget.slice_spin.setValue(-1)
     if run:
         widget.run()
     return widget

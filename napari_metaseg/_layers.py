@@ -88,29 +88,61 @@ def _kwargs(scale, translate):
     return kwargs
 
 
+def _reusable(viewer, name, data, kwargs):
+    """An earlier result layer called ``name`` that can take ``data`` in place, else None.
+
+    Updating in place is much cheaper on the main thread than removing and re-adding a layer
+    (napari rebuilds the scene graph and runs a garbage collection on removal).
+    """
+    if name not in viewer.layers:
+        return None
+    layer = viewer.layers[name]
+    meta = layer.metadata.get("metaseg", {})
+    if not meta.get("result") or layer.data.shape != data.shape or layer.data.dtype != data.dtype:
+        if meta.get("result"):
+            viewer.layers.remove(layer)
+        return None
+    for key, value in kwargs.items():
+        if not np.allclose(getattr(layer, key), value):
+            viewer.layers.remove(layer)
+            return None
+    return layer
+
+
 def add_results(viewer, maps, seg, table, *, color_by=None, scale=None, translate=None, reverse=False,
-                hide_classes=(), min_interior=0, replace=True):
+                hide_classes=(), min_interior=0, colormap=None):
     """Add heatmap Image layers and a ``segments`` Labels layer carrying the metrics table.
 
-    ``color_by=None`` picks the column with :func:`quality_column`. With ``replace=True``,
-    layers of the same names made by an earlier run are replaced.
+    ``color_by=None`` picks the column with :func:`quality_column`; ``colormap`` (made by
+    :func:`segment_colormap`, e.g. in a worker thread) is used as given. Result layers of the same
+    names from an earlier run are updated in place (or replaced when their shape differs).
     """
     kwargs = _kwargs(scale, translate)
-    if replace:
-        names = {f"heatmap {n}" for n in maps} | {"segments"}
-        for layer in list(viewer.layers):
-            if layer.name in names and layer.metadata.get("metaseg", {}).get("result"):
-                viewer.layers.remove(layer)
     layers = []
     for name, heat in maps.items():
-        layers.append(
-            viewer.add_image(heat, name=f"heatmap {name}", colormap="inferno",
-                             contrast_limits=(0.0, 1.0), blending="additive", visible=False,
-                             metadata={"metaseg": {"kind": "heatmap", "result": True}}, **kwargs)
-        )
-    seg_layer = viewer.add_labels(seg, name="segments", features=table, opacity=0.7,
-                                  metadata={"metaseg": {"kind": "segments", "result": True}}, **kwargs)
-    if color_by is None:
+        layer = _reusable(viewer, f"heatmap {name}", heat, kwargs)
+        if layer is not None:
+            layer.data = heat
+        else:
+            layer = viewer.add_image(heat, name=f"heatmap {name}", colormap="inferno",
+                                     contrast_limits=(0.0, 1.0), blending="additive", visible=False,
+                                     metadata={"metaseg": {"kind": "heatmap", "result": True}}, **kwargs)
+        layers.append(layer)
+    seg_layer = _reusable(viewer, "segments", seg, kwargs)
+    if seg_layer is not None:
+        seg_layer.data = seg
+        seg_layer.features = table
+    else:
+        seg_layer = viewer.add_labels(seg, name="segments", features=table, opacity=0.7,
+                                      metadata={"metaseg": {"kind": "segments", "result": True}},
+                                      **kwargs)
+    if colormap is not None:
+        column, _, title = quality_column(table)
+        seg_layer.colormap = colormap
+        seg_layer.metadata["metaseg"].update(color_by=column, color_title=title,
+                                             hide_classes=list(hide_classes),
+                                             min_interior=int(min_interior))
+    elif color_by is None:
         recolor(seg_layer, hide_classes=hide_classes, min_interior=min_interior)
     else:
         seg_layer.colormap = segment_colormap(table, color_by, reverse=reverse, hide_classes=hide_classes,

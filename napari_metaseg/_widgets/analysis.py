@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import add_results, recolor
+from .._layers import add_results, quality_column, recolor, segment_colormap
 from ..core.colors import quality_rgba
 from ._session import session_for
 from ._settings import section, update_settings
@@ -59,8 +59,11 @@ def probability_class_axis(layer):
 
 
 def _analysis(probs, gt, *, class_axis, mode, slice_axis, ignore_index, heatmaps, classifier,
-              regressor):
-    """Generator: yields ``(fraction, stage)``, returns ``(maps, seg, table)``."""
+              regressor, hide_classes=(), min_interior=0):
+    """Generator: yields ``(fraction, stage)``, returns ``(maps, seg, table, colormap)``.
+
+    The colormap is built here too (it is a plain model object): the main thread only assigns.
+    """
     from ..core import as_probabilities, dispersion_maps, iter_segment_metrics
 
     probs = as_probabilities(probs, class_axis=class_axis)
@@ -80,7 +83,10 @@ def _analysis(probs, gt, *, class_axis, mode, slice_axis, ignore_index, heatmaps
 
         table = predict_table(table, classifier, regressor)
         yield 1.0, "meta model"
-    return maps, seg, table
+    column, reverse, _ = quality_column(table)
+    cmap = segment_colormap(table, column, reverse=reverse, hide_classes=hide_classes,
+                            min_interior=min_interior)
+    return maps, seg, table, cmap
 
 
 def legend_pixmap(width=160, height=12):
@@ -279,14 +285,16 @@ class AnalysisWidget(QWidget):
         mode = opts["mode"]
         if len(spatial) == 2 and mode in ("3d", "slices"):
             mode = "2d"  # a 2D image: the remembered volume option does not apply
-        steps = 2 + (4 if gt_layer is not None else 3) + (1 if self.session.has_models else 0)
+        # No napari activity-dock progress (``_progress``): measured, its bar costs the main
+        # thread more than this short computation; the panel's own bar shows the stages.
         self.worker = create_worker(
             _analysis, np.asarray(probs_layer.data),
             None if gt_layer is None else np.asarray(gt_layer.data),
             class_axis=class_axis, mode=mode, slice_axis=opts["slice_axis"],
             ignore_index=opts["ignore_index"], heatmaps=opts["heatmaps"],
             classifier=self.session.classifier, regressor=self.session.regressor,
-            _progress={"total": steps, "desc": "MetaSeg analysis"}, _start_thread=False,
+            hide_classes=(0,) if opts["hide_background"] else (), min_interior=opts["min_interior"],
+            _start_thread=False,
         )
         self.worker.yielded.connect(self._on_yielded)
         self.worker.returned.connect(self._on_returned)
@@ -326,12 +334,12 @@ class AnalysisWidget(QWidget):
         self.run_button.setEnabled(True)
 
     def _on_returned(self, result):
-        maps, seg, table = result
+        maps, seg, table, cmap = result
         opts = self._out_opts
         hide = (0,) if opts["hide_background"] else ()
         layers = add_results(self.viewer, maps, seg, table, scale=self._out_scale,
                              translate=self._out_translate, hide_classes=hide,
-                             min_interior=opts["min_interior"])
+                             min_interior=opts["min_interior"], colormap=cmap)
         self.set_segments_layer(layers[-1])
         self.progress.setValue(100)
         self.status.setText(f"{len(table)} segments")
@@ -366,7 +374,8 @@ class AnalysisWidget(QWidget):
         cols = [c for c in TABLE_COLUMNS if c in table.columns]
         self.model.set_frame(table[cols])
         self.table_view.horizontalHeader().setSortIndicatorShown(False)
-        self.table_view.resizeColumnsToContents()
+        if len(table) <= 2000:  # measuring every row's text costs the main thread ~0.1 s per 4000
+            self.table_view.resizeColumnsToContents()
         self.save_button.setEnabled(True)
         title = layer.metadata.get("metaseg", {}).get("color_title", "")
         self.legend_title.setText(f"colour: {title}")
@@ -391,6 +400,7 @@ class AnalysisWidget(QWidget):
         self._syncing = True
         try:
             self.seg_layer.selected_label = seg_id
+            self.table_view.selectRow(row)
         finally:
             self._syncing = False
         self.centre_on(seg_id)
