@@ -173,52 +173,69 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
 
 
 @njit(cache=True, nogil=True)
-def _overlaps(pred, seg, gt, gtseg, nseg, ngt, ignore, has_ignore):
-    """Intersection and union counts for IoU and IoU_adj, one pass over the label maps.
+def _overlaps(pred_runs, gt_runs, nseg, ngt, ignore, has_ignore):
+    """IoU and IoU_adj of every segment from the run structures of prediction and GT labels.
+
+    Both run lists tile the same rows, so merging them row by row yields intervals of constant
+    (segment, GT component, class, GT class); every count is a sum of interval lengths, and the
+    work is proportional to the number of runs, not of pixels.
 
     For a segment k of class c, with K' the GT components of class c that meet k:
     ``|k ∩ K'|`` is the number of (non-ignored) pixels of k whose GT is c; ``|K'|`` and the
     number of pixels of K' predicted as c (by any segment) are sums over the distinct GT
-    components meeting k, found from (segment, component) pairs recorded on matching pixels.
+    components meeting k, found from (segment, component) records.
     """
-    n = seg.size
+    ptr_p, start_p, stop_p, lab_p, val_p = pred_runs
+    ptr_g, start_g, stop_g, lab_g, val_g = gt_runs
+    nrows = ptr_p.size - 1
     nk = np.zeros(nseg + 1, np.int64)
     inter = np.zeros(nseg + 1, np.int64)
     gsize = np.zeros(ngt + 1, np.int64)
     gpred = np.zeros(ngt + 1, np.int64)
-    # Pass 1: counts, and per segment the number of (segment, component) records, one each time
-    # the segment's matching pixels move to another component (so duplicates are rare).
     last = np.full(nseg + 1, -1, np.int64)
     nrec = np.zeros(nseg + 2, np.int64)
-    for i in range(n):
-        g = gt[i]
-        if has_ignore and g == ignore:
-            continue
-        k = seg[i]
-        gc = gtseg[i]
-        nk[k] += 1
-        gsize[gc] += 1
-        if pred[i] == g:
-            inter[k] += 1
-            gpred[gc] += 1
-            if last[k] != gc:
-                last[k] = gc
-                nrec[k + 1] += 1
-    offs = np.cumsum(nrec)
-    # Pass 2: the records themselves, grouped by segment.
-    comps = np.empty(offs[-1], np.int32)
-    fill = offs[:-1].copy()
-    last[:] = -1
-    for i in range(n):
-        g = gt[i]
-        if (has_ignore and g == ignore) or pred[i] != g:
-            continue
-        k = seg[i]
-        gc = gtseg[i]
-        if last[k] != gc:
-            last[k] = gc
-            comps[fill[k]] = gc
-            fill[k] += 1
+    offs = nrec
+    comps = np.empty(0, np.int32)
+    fill = nrec
+    # Pass 0 counts, and per segment the number of records (one each time its matching
+    # intervals move to another component); pass 1 writes the records grouped by segment.
+    for step in range(2):
+        if step == 1:
+            offs = np.cumsum(nrec)
+            comps = np.empty(offs[-1], np.int32)
+            fill = offs[:-1].copy()
+            last[:] = -1
+        for r in range(nrows):
+            i = ptr_p[r]
+            iend = ptr_p[r + 1]
+            j = ptr_g[r]
+            jend = ptr_g[r + 1]
+            while i < iend and j < jend:
+                gv = val_g[j]
+                if not (has_ignore and gv == ignore):
+                    k = lab_p[i]
+                    g = lab_g[j]
+                    if step == 0:
+                        length = min(stop_p[i], stop_g[j]) - max(start_p[i], start_g[j])
+                        nk[k] += length
+                        gsize[g] += length
+                        if val_p[i] == gv:
+                            inter[k] += length
+                            gpred[g] += length
+                    if val_p[i] == gv and last[k] != g:
+                        last[k] = g
+                        if step == 0:
+                            nrec[k + 1] += 1
+                        else:
+                            comps[fill[k]] = g
+                            fill[k] += 1
+                if stop_p[i] < stop_g[j]:
+                    i += 1
+                elif stop_g[j] < stop_p[i]:
+                    j += 1
+                else:
+                    i += 1
+                    j += 1
     mark = np.full(ngt + 1, -1, np.int64)
     iou = np.empty(nseg + 1, np.float64)
     iou_adj = np.empty(nseg + 1, np.float64)
@@ -362,7 +379,7 @@ def iter_segment_metrics(probs, gt=None, *, class_axis=-1, mode="auto", slice_ax
     pred = pred.reshape(spatial)
     yield 0.2, "validated"
 
-    seg, n, cls, plane = _label_any(pred, mode, sax)
+    seg, n, cls, plane, pred_runs = _label_any(pred, mode, sax)
     yield 0.4, "labelled"
 
     extra_names = [m for m in measures if m in SAMPLE_MEASURES]
@@ -383,11 +400,10 @@ def iter_segment_metrics(probs, gt=None, *, class_axis=-1, mode="auto", slice_ax
     yield 0.8 if gt is not None else 1.0, "measured"
 
     if gt is not None:
-        gtseg, ngt, _, _ = _label_any(gt, mode, sax)
+        _, ngt, _, _, gt_runs = _label_any(gt, mode, sax, paint=False)
         has_ignore = ignore_index is not None
-        iou, iou_adj = _overlaps(pred.reshape(-1), seg.reshape(-1), gt.reshape(-1),
-                                 gtseg.reshape(-1), n, ngt,
-                                 int(ignore_index) if has_ignore else -1, has_ignore)
+        iou, iou_adj = _overlaps(pred_runs, gt_runs, n, ngt, int(ignore_index) if has_ignore else -1,
+                                 has_ignore)
         table["iou"] = iou
         table["iou_adj"] = iou_adj
         yield 1.0, "compared with ground truth"

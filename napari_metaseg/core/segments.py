@@ -200,11 +200,12 @@ def _to_slices_first(values, sax):
     return dst
 
 
-def _label_canonical(v3, connect_planes, out_strides=None):
-    """Label a C-contiguous (d0, d1, d2) array; returns (labels int32, n, class, plane).
+def _label_canonical(v3, connect_planes, out_strides=None, paint=True):
+    """Label a C-contiguous (d0, d1, d2) array; returns (labels, n, class, plane, runs).
 
-    With ``out_strides`` (element strides of the three axes in the caller's layout) the labels
-    are written in that layout instead, as a flat array.
+    ``labels`` is int32 in the shape of ``v3``, or, with ``out_strides`` (element strides of the
+    three axes in the caller's layout), flat in that layout; ``None`` when ``paint`` is False.
+    ``runs`` is ``(ptr, start, stop, label, value)``: row ``r``'s runs are ``ptr[r]:ptr[r + 1]``.
     """
     d0, d1, d2 = v3.shape
     nrows = d0 * d1
@@ -220,14 +221,16 @@ def _label_canonical(v3, connect_planes, out_strides=None):
     _fill_runs(flat, nrows, d2, ptr, start, stop, val)
     nparts = max(1, min(d0, numba.get_num_threads()))
     lab, n = _label_runs(ptr, start, stop, val, d0, d1, connect_planes, nparts)
-    out = np.empty(flat.size, np.int32)
-    if out_strides is None:
-        _paint_runs(nrows, d2, ptr, start, stop, lab, out)
-        out = out.reshape(v3.shape)
-    else:
-        _paint_runs_strided(d0, d1, d2, ptr, start, stop, lab, out, *out_strides)
+    out = None
+    if paint:
+        out = np.empty(flat.size, np.int32)
+        if out_strides is None:
+            _paint_runs(nrows, d2, ptr, start, stop, lab, out)
+            out = out.reshape(v3.shape)
+        else:
+            _paint_runs_strided(d0, d1, d2, ptr, start, stop, lab, out, *out_strides)
     cls, plane = _segment_info(ptr, lab, val, n, d1)
-    return out, n, cls, plane
+    return out, n, cls, plane, (ptr, start, stop, lab, val)
 
 
 def _resolve_mode(mode, ndim, slice_axis):
@@ -249,22 +252,25 @@ def _resolve_mode(mode, ndim, slice_axis):
     return mode, sax
 
 
-def _label_any(values, mode, sax):
-    """Label ``values`` (2D/3D) in ``mode``; returns (seg, n, class, slice-or-None).
+def _label_any(values, mode, sax, *, paint=True):
+    """Label ``values`` (2D/3D) in ``mode``; returns (seg, n, class, slice-or-None, runs).
 
-    ``seg`` has the layout of ``values``; in slices mode ids grow with the slice index.
+    ``seg`` has the layout of ``values`` (``None`` without ``paint``); in slices mode ids grow
+    with the slice index. ``runs`` (see :func:`_label_canonical`) are in the labelling layout,
+    which is the same for any two maps of one shape labelled in one mode.
     """
     if mode == "2d":
-        seg, n, cls, _ = _label_canonical(np.ascontiguousarray(values)[None], False)
-        return seg[0], n, cls, None
+        seg, n, cls, _, runs = _label_canonical(np.ascontiguousarray(values)[None], False, None, paint)
+        return (None if seg is None else seg[0]), n, cls, None, runs
     if mode == "3d":
-        seg, n, cls, _ = _label_canonical(np.ascontiguousarray(values), True)
-        return seg, n, cls, None
+        seg, n, cls, _, runs = _label_canonical(np.ascontiguousarray(values), True, None, paint)
+        return seg, n, cls, None, runs
     shape = values.shape
     strides = (shape[1] * shape[2], shape[2], 1)
     moved_strides = (strides[sax], *(st for i, st in enumerate(strides) if i != sax))
-    seg, n, cls, plane = _label_canonical(_to_slices_first(values, sax), False, moved_strides)
-    return seg.reshape(shape), n, cls, plane
+    seg, n, cls, plane, runs = _label_canonical(_to_slices_first(values, sax), False, moved_strides,
+                                                paint)
+    return (None if seg is None else seg.reshape(shape)), n, cls, plane, runs
 
 
 def label_segments(pred, *, mode="auto", slice_axis=-1):
@@ -309,5 +315,5 @@ def label_segments(pred, *, mode="auto", slice_axis=-1):
     if pred.size == 0:
         raise ValueError(f"pred is empty (shape {pred.shape})")
     mode, sax = _resolve_mode(mode, pred.ndim, slice_axis)
-    seg, n, _, _ = _label_any(pred, mode, sax)
+    seg, n, _, _, _ = _label_any(pred, mode, sax)
     return seg, n
