@@ -98,6 +98,7 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
         sbuf = np.empty(pmax, np.int32)
         nbuf = np.empty(w, np.int32)
         inside = np.empty(pmax, np.bool_)
+        insf = np.empty(pmax, np.float32)
         for item in range(ch * nwork // nchunks, (ch + 1) * nwork // nchunks):
             a = item // nbb
             b0 = (item - a * nbb) * k
@@ -139,6 +140,8 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
                             _gather_row(seg, (a + da) * sa + (b + db) * sb, sc, w, nbuf)
                             _and_row(irow, srow, nbuf, w, use_c)
             # one accumulator update per run of equal segment id
+            for p in range(npx):
+                insf[p] = np.float32(inside[p])
             p0 = 0
             while p0 < npx:
                 sid = sbuf[p0]
@@ -146,25 +149,27 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
                 while p_end < npx and sbuf[p_end] == sid:
                     p_end += 1
                 row = acc[sid]
-                n_in = 0
+                n_in = np.float32(0.0)
                 for p in range(p0, p_end):
-                    n_in += inside[p]
+                    n_in += insf[p]
                 row[_COL_S] += p_end - p0
                 row[_COL_SIN] += n_in
+                # float32 within a run (at most one block long), float64 across runs
                 for m in range(nm):
-                    tot = 0.0
-                    tin = 0.0
+                    mrow = maps[m]
+                    tot32 = np.float32(0.0)
+                    tin32 = np.float32(0.0)
                     for p in range(p0, p_end):
-                        v = np.float64(maps[m, p])
-                        tot += v
-                        tin += v if inside[p] else 0.0
-                    row[_COL_M0 + 2 * m] += tot
-                    row[_COL_M0 + 2 * m + 1] += tin
+                        v = mrow[p]
+                        tot32 += v
+                        tin32 += v * insf[p]
+                    row[_COL_M0 + 2 * m] += tot32
+                    row[_COL_M0 + 2 * m + 1] += tin32
                 for c in range(q):
-                    tot = 0.0
+                    tot32 = np.float32(0.0)
                     for p in range(c * ws + p0, c * ws + p_end):
-                        tot += tr[p]
-                    row[off_c + c] += tot
+                        tot32 += tr[p]
+                    row[off_c + c] += tot32
                 p0 = p_end
     out = partial[0]
     for ch in range(1, nchunks):
