@@ -137,8 +137,12 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
                         if da == 0 and 0 <= i + db < nrows:
                             _and_row(irow, srow, sbuf[(i + db) * w : (i + db + 1) * w], w, use_c)
                         else:
-                            _gather_row(seg, (a + da) * sa + (b + db) * sb, sc, w, nbuf)
-                            _and_row(irow, srow, nbuf, w, use_c)
+                            nbase = (a + da) * sa + (b + db) * sb
+                            if sc == 1:
+                                _and_row(irow, srow, seg[nbase : nbase + w], w, use_c)
+                            else:
+                                _gather_row(seg, nbase, sc, w, nbuf)
+                                _and_row(irow, srow, nbuf, w, use_c)
             # one accumulator update per run of equal segment id
             for p in range(npx):
                 insf[p] = np.float32(inside[p])
