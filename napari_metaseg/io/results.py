@@ -1,0 +1,168 @@
+"""Result files of batch runs, written atomically so that a killed run never leaves half a file.
+
+Every file is first written to a temporary name in the destination folder and then renamed
+(``os.replace``, atomic on one file system): a reader, or a resumed run, sees either the whole
+file or none. Per-case tables carry the settings they were computed with in their Parquet
+metadata, so a resumed run can tell a finished case from one computed with other settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "TMP_SUFFIX",
+    "atomic_path",
+    "read_settings",
+    "write_failed_csv",
+    "write_nifti_like",
+    "write_table",
+]
+
+#: Suffix of temporary files (left behind only by a killed run; removed by the next one).
+TMP_SUFFIX = ".tmp"
+_META_KEY = b"napari_metaseg"
+
+
+class atomic_path:
+    """Context manager giving a temporary path beside ``path``; renamed to ``path`` on success.
+
+    Examples
+    --------
+    >>> with atomic_path("out/table.parquet") as tmp:  # doctest: +SKIP
+    ...     table.to_parquet(tmp)
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # a unique name, created by the writer itself (so it gets the usual permissions)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False
+
+
+def write_table(table, path, *, settings: dict | None = None) -> Path:
+    """Write a pandas table to Parquet atomically, with ``settings`` in the file's metadata.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    path : str or os.PathLike
+        Destination ``.parquet`` file.
+    settings : dict, optional
+        JSON-serialisable; read back with :func:`read_settings`.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> write_table(df, "cases/a.parquet", settings={"mode": "2d"})  # doctest: +SKIP
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    t = pa.Table.from_pandas(table, preserve_index=False)
+    meta = dict(t.schema.metadata or {})
+    meta[_META_KEY] = json.dumps(settings or {}, sort_keys=True).encode()
+    t = t.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(t, tmp)
+    return path
+
+
+def read_settings(path) -> dict | None:
+    """The settings stored by :func:`write_table`, or None if the file is missing or unreadable.
+
+    Examples
+    --------
+    >>> read_settings("cases/a.parquet")  # doctest: +SKIP
+    {'mode': '2d'}
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta.get(_META_KEY, b"{}"))
+    except Exception:  # a damaged file counts as not done
+        return None
+
+
+def write_failed_csv(path, failures) -> Path:
+    """Write ``failures`` (pairs of case and error message) as CSV with the header ``case,error``.
+
+    Examples
+    --------
+    >>> write_failed_csv("out/failed.csv", [("b", "ValueError: 3 NaN values")])  # doctest: +SKIP
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["case", "error"])
+        for case, error in failures:
+            w.writerow([case, error])
+    return path
+
+
+def write_nifti_like(values, affine, path, *, like=None) -> Path:
+    """Write a float32 volume as NIfTI with the given affine (and ``like``'s qform/sform codes).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        2D or 3D array in the stored orientation of the input.
+    affine : numpy.ndarray
+        4 x 4 voxel-to-world affine of the input.
+    path : str or os.PathLike
+        ``.nii`` or ``.nii.gz`` destination.
+    like : str or os.PathLike, optional
+        NIfTI file whose spatial units and qform/sform codes are copied.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> write_nifti_like(pred_map, affine, "maps/a_iou_adj_pred.nii.gz")  # doctest: +SKIP
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    img = nib.Nifti1Image(np.asarray(values, dtype=np.float32), np.asarray(affine, dtype=np.float64))
+    if like is not None:
+        src = nib.load(str(like)).header
+        qcode, scode = int(src["qform_code"]), int(src["sform_code"])
+        img.set_qform(affine, code=qcode or 1)
+        img.set_sform(affine, code=scode or 1)
+        xyz, _ = src.get_xyzt_units()
+        img.header.set_xyzt_units(xyz=xyz)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+    with atomic_path(path) as tmp:
+        final = tmp.with_name(tmp.name + suffix)  # nibabel picks compression from the name
+        try:
+            nib.save(img, str(final))
+            os.replace(final, tmp)
+        finally:
+            final.unlink(missing_ok=True)
+    return path
