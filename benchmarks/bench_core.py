@@ -151,6 +151,32 @@ def measure_memory(case, mode):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+_START_CHILD = r"""
+import time
+t0 = time.perf_counter()
+import numpy as np
+from napari_metaseg.core import segment_metrics
+rng = np.random.default_rng(0)
+for shape, mode in (((16, 16, 3), "2d"), ((8, 8, 8, 3), "3d"), ((8, 8, 8, 3), "slices")):
+    p = rng.random(shape).astype(np.float32)
+    p /= p.sum(-1, keepdims=True)
+    segment_metrics(p, p.argmax(-1), mode=mode)
+print(time.perf_counter() - t0)
+"""
+
+
+def measure_startup():
+    """Seconds from import to the first results in all modes: cold (empty JIT cache) and warm."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        runs = [subprocess.run([sys.executable, "-c", _START_CHILD], capture_output=True, text=True,
+                               check=True, env=env) for _ in range(2)]
+    return [float(r.stdout.strip().splitlines()[-1]) for r in runs]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, for a smoke run")
@@ -190,6 +216,10 @@ def main(argv=None):
               f"{mem['extra'] / mem['nbytes']:.2f} x the probabilities")
         print(f"fresh process: first call on 8x8 input {mem['first_small']:.2f} s (JIT cache load), "
               f"then full input {mem['first_full']:.3f} s")
+    cold, warm = measure_startup()
+    results["startup"] = {"cold": cold, "warm": warm}
+    print(f"\nnew process, import to first results in 2d, 3d and slices mode: {cold:.1f} s with an "
+          f"empty JIT cache (compiling), {warm:.2f} s with the cache it left (numba cache=True)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
