@@ -9,7 +9,6 @@ probabilities) counts the overlaps that IoU and IoU_adj need.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pandas as pd
 from numba import njit, prange
@@ -294,6 +293,8 @@ def metric_columns(measures=MEASURES, n_classes=None):
 
 
 _BLOCK_PIXELS = 2048
+_MAX_CHUNKS = 8
+_CHUNK_BUDGET = 256 * 2**20
 
 
 def _virtual_grid(spatial, slice_axis):
@@ -402,7 +403,12 @@ def iter_segment_metrics(probs, gt=None, *, class_axis=-1, mode="auto", slice_ax
     dims, strides, use = _virtual_grid(spatial, sax)
     block_rows = max(1, _BLOCK_PIXELS // dims[2])
     nwork = dims[0] * -(-dims[1] // block_rows)
-    nchunks = max(1, min(4 * numba.get_num_threads(), nwork))
+    # The work is cut into a number of chunks that depends on the input only, never on the
+    # thread count, so results are bit-identical however many threads run them; each chunk
+    # holds its own accumulators, so their number is capped by memory.
+    ncols = 2 + 2 * (3 + len(extra_names)) + q
+    chunk_bytes = (n + 1) * ncols * 8
+    nchunks = int(max(1, min(_MAX_CHUNKS, nwork, _CHUNK_BUDGET // chunk_bytes)))
     acc = _accumulate(a.reshape(-1, q), seg.reshape(-1), dims, strides, use, "E" in measures, extra,
                       n, nchunks, block_rows)
     table = _build_table(acc, cls, plane, measures, order, q, mode)
