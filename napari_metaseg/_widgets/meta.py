@@ -523,7 +523,9 @@ class MetaWidget(QWidget):
 
         if ev is None:
             self.eval_model.set_frame(pd.DataFrame())
-            self.split_label.setText(f"evaluation not possible: {error}" if error else "no evaluation")
+            hint = ("; the models were still fitted on all segments. With few IoU_adj = 0 segments, "
+                    "lower min interior, split by segment, use fewer splits or add cases")
+            self.split_label.setText(f"evaluation not possible: {error}{hint}" if error else "no evaluation")
             return
         s = ev.summary().reset_index()
         s["metric"] = [m + ("" if m == "sigma" else " %") for m in s["metric"]]
