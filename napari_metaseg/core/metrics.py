@@ -96,6 +96,7 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
         maps = np.empty((nm, pmax), np.float32)
         sbuf = np.empty(pmax, np.int32)
         nbuf = np.empty(w, np.int32)
+        nplanes = np.empty((2, pmax), np.int32)
         inside = np.empty(pmax, np.bool_)
         insf = np.empty(pmax, np.float32)
         for item in range(ch * nwork // nchunks, (ch + 1) * nwork // nchunks):
@@ -103,20 +104,42 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
             b0 = (item - a * nbb) * k
             nrows = min(k, db_ - b0)
             npx = nrows * w
-            # probabilities of the block, class-major
-            for i in range(nrows):
-                rowbase = a * sa + (b0 + i) * sb
+            # probabilities of the block, class-major; when B is the contiguous axis (slices
+            # along the last axis) the block's rows are read column by column, so every read is
+            # a contiguous stretch of memory rather than one pixel per cache line
+            if sb == 1:
                 for j in range(w):
-                    src = (rowbase + j * sc) * q
-                    p = i * w + j
-                    for c in range(q):
-                        tr[c * ws + p] = pf[src + c]
+                    colbase = a * sa + b0 + j * sc
+                    for i in range(nrows):
+                        src = (colbase + i) * q
+                        p = i * w + j
+                        for c in range(q):
+                            tr[c * ws + p] = pf[src + c]
+                        sbuf[p] = seg[colbase + i]
+            else:
+                for i in range(nrows):
+                    rowbase = a * sa + (b0 + i) * sb
+                    for j in range(w):
+                        src = (rowbase + j * sc) * q
+                        p = i * w + j
+                        for c in range(q):
+                            tr[c * ws + p] = pf[src + c]
+                    _gather_row(seg, rowbase, sc, w, sbuf[i * w : (i + 1) * w])
             _class_major_measures(scratch, npx, q, want_e, maps[0], maps[1], maps[2], inv_logq)
             for i in range(nrows):
                 rowbase = a * sa + (b0 + i) * sb
                 for x in range(n_extra):
                     _gather_row(extra[x], rowbase, sc, w, maps[3 + x, i * w : (i + 1) * w])
-                _gather_row(seg, rowbase, sc, w, sbuf[i * w : (i + 1) * w])
+            # with B contiguous, the neighbouring planes' rows (a +- 1, same b) of the whole
+            # block are read column by column too
+            if sb == 1 and use_a:
+                for side in range(2):
+                    an = a - 1 + 2 * side
+                    if 0 <= an < da_:
+                        for j in range(w):
+                            colbase = an * sa + b0 + j * sc
+                            for i in range(nrows):
+                                nplanes[side, i * w + j] = seg[colbase + i]
             # interior flags, row by row
             for i in range(nrows):
                 b = b0 + i
@@ -135,6 +158,9 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
                             continue
                         if da == 0 and 0 <= i + db < nrows:
                             _and_row(irow, srow, sbuf[(i + db) * w : (i + db + 1) * w], w, use_c)
+                        elif sb == 1 and db == 0:
+                            side = (da + 1) // 2
+                            _and_row(irow, srow, nplanes[side, i * w : (i + 1) * w], w, use_c)
                         else:
                             nbase = (a + da) * sa + (b + db) * sb
                             if sc == 1:
