@@ -29,3 +29,15 @@ def test_tables_are_bit_identical_for_any_thread_count(mode):
         numba.set_num_threads(before)
     assert len(tables[0]) > 20
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+
+
+def test_writable_and_read_only_inputs_give_identical_tables():
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet(np.full(3, 0.4), size=(60, 50)).astype(np.float32)
+    gt = probs.argmax(-1)
+    gt[::5] = 2
+    frozen = probs.copy()
+    frozen.flags.writeable = False
+    a = segment_metrics(probs, gt)[1]
+    b = segment_metrics(frozen, gt)[1]
+    pd.testing.assert_frame_equal(a, b, check_exact=True)

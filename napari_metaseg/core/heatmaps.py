@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .inputs import _canonical
+from .inputs import _canonical, readonly
 
 __all__ = ["MEASURES", "SAMPLE_MEASURES", "dispersion_maps"]
 
@@ -219,7 +219,7 @@ def _sample_maps(samples):
     n = flat.shape[1]
     mi = np.empty(n, np.float32)
     var = np.empty(n, np.float32)
-    _sample_maps_kernel(flat, mi, var)
+    _sample_maps_kernel(readonly(flat), mi, var)
     return mi, var
 
 
@@ -267,7 +267,7 @@ def dispersion_maps(probs, *, measures=MEASURES, samples=None, class_axis=-1, sa
     if any(m in MEASURES for m in measures):
         n = flat.shape[0]
         e, d, v = (np.empty(n, np.float32) for _ in range(3))
-        _maps_kernel(flat, "E" in measures, e, d, v)
+        _maps_kernel(readonly(flat), "E" in measures, e, d, v)
         out.update(E=e, D=d, V=v)
     if samples is not None:
         s_cax = class_axis if class_axis < 0 else class_axis + 1

@@ -111,13 +111,25 @@ def _row_stats(a, pred):
             zero_rows.sum())
 
 
+def readonly(a):
+    """A read-only view of ``a``.
+
+    Kernels get every input array read-only, so numba compiles one specialisation per dtype
+    and layout, not two (writable and read-only inputs are different numba types, and two
+    compilations may vectorise differently, which would change results in the last bits).
+    """
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _bits_to_float(b):
     return float(np.array([b], np.int32).view(np.float32)[0])
 
 
 def _value_stats(flat, pred):
     """``_row_stats`` with the bit-level extremes turned back into floats."""
-    nonfinite, negmag, posmin, posmax, smin, smax, zero_rows = _row_stats(flat, pred)
+    nonfinite, negmag, posmin, posmax, smin, smax, zero_rows = _row_stats(readonly(flat), pred)
     vmin = -_bits_to_float(negmag) if negmag > 0 else _bits_to_float(posmin)
     vmax = _bits_to_float(posmax) if posmin != _INT32_MAX else -_bits_to_float(negmag)
     return int(nonfinite), vmin, vmax, float(smin), float(smax), int(zero_rows)

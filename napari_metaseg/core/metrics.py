@@ -21,7 +21,7 @@ from .heatmaps import (
     _measure_scratch,
     _sample_maps,
 )
-from .inputs import _canonical, check_ground_truth
+from .inputs import _canonical, check_ground_truth, readonly
 from .segments import _label_any, _resolve_mode
 
 __all__ = ["iter_segment_metrics", "metric_columns", "segment_metrics"]
@@ -183,22 +183,23 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
                     n_in += insf[p]
                 row[_COL_S] += p_end - p0
                 row[_COL_SIN] += n_in
-                # float32 within a run (at most one block long), float64 across runs
+                # float64 sums: whatever order vectorisation adds them in, the result moves
+                # by ~1e-16 only, so tables agree across processes, threads and builds
                 for m in range(nm):
                     mrow = maps[m]
-                    tot32 = np.float32(0.0)
-                    tin32 = np.float32(0.0)
+                    tot = 0.0
+                    tin = 0.0
                     for p in range(p0, p_end):
                         v = mrow[p]
-                        tot32 += v
-                        tin32 += v * insf[p]
-                    row[_COL_M0 + 2 * m] += tot32
-                    row[_COL_M0 + 2 * m + 1] += tin32
+                        tot += np.float64(v)
+                        tin += np.float64(v * insf[p])
+                    row[_COL_M0 + 2 * m] += tot
+                    row[_COL_M0 + 2 * m + 1] += tin
                 for c in range(q):
-                    tot32 = np.float32(0.0)
+                    tot = 0.0
                     for p in range(c * ws + p0, c * ws + p_end):
-                        tot32 += tr[p]
-                    row[off_c + c] += tot32
+                        tot += np.float64(tr[p])
+                    row[off_c + c] += tot
                 p0 = p_end
     out = partial[0]
     for ch in range(1, nchunks):
@@ -435,8 +436,8 @@ def iter_segment_metrics(probs, gt=None, *, class_axis=-1, mode="auto", slice_ax
     ncols = 2 + 2 * (3 + len(extra_names)) + q
     chunk_bytes = (n + 1) * ncols * 8
     nchunks = int(max(1, min(_MAX_CHUNKS, nwork, _CHUNK_BUDGET // chunk_bytes)))
-    acc = _accumulate(a.reshape(-1, q), seg.reshape(-1), dims, strides, use, "E" in measures, extra,
-                      n, nchunks, block_rows)
+    acc = _accumulate(readonly(a.reshape(-1, q)), readonly(seg.reshape(-1)), dims, strides, use,
+                      "E" in measures, readonly(extra), n, nchunks, block_rows)
     table = _build_table(acc, cls, plane, measures, order, q, mode)
     yield 0.8 if gt is not None else 1.0, "measured"
 
