@@ -294,7 +294,7 @@ class AnalysisWidget(QWidget):
             ignore_index=opts["ignore_index"], heatmaps=opts["heatmaps"],
             classifier=self.session.classifier, regressor=self.session.regressor,
             hide_classes=(0,) if opts["hide_background"] else (), min_interior=opts["min_interior"],
-            _start_thread=False,
+            _start_thread=False, _ignore_errors=True,  # errors go to our handler, shown once
         )
         self.worker.yielded.connect(self._on_yielded)
         self.worker.returned.connect(self._on_returned)
