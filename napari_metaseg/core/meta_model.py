@@ -333,7 +333,7 @@ def _utc_now() -> str:
 
 def library_versions() -> dict:
     """Versions recorded with fitted models (provenance) and in model files."""
-    from napari_metaseg import __version__
+    from .. import __version__
 
     return {
         "napari_metaseg": __version__,
