@@ -64,8 +64,13 @@ def _analysis(probs, gt, *, class_axis, mode, slice_axis, ignore_index, heatmaps
 
     The colormap is built here too (it is a plain model object): the main thread only assigns.
     """
+    import numba
+
     from ..core import as_probabilities, dispersion_maps, iter_segment_metrics
 
+    # Leave one core to the event loop and the canvas (software OpenGL renders on the CPU too):
+    # numba's thread count is per calling thread, so this affects this worker only.
+    numba.set_num_threads(max(1, numba.config.NUMBA_NUM_THREADS - 1))
     probs = as_probabilities(probs, class_axis=class_axis)
     yield 0.1, "validated"
     maps = dispersion_maps(probs, measures=tuple(heatmaps)) if heatmaps else {}
