@@ -32,6 +32,7 @@ __all__ = [
     "DistributedMissingError",
     "case_table_path",
     "is_done",
+    "label_errors_task",
     "metrics_task",
     "predict_task",
     "rank_task",
@@ -220,6 +221,37 @@ def rank_task(case: Case, settings: dict, model_path, threads=None) -> dict:
             ok = np.isfinite(v)
             out["iou_adj_mean"] = float(np.average(v[ok], weights=w[ok])) if ok.any() else float("nan")
         return out
+
+    return _run_guarded(work, case, threads)
+
+
+def label_errors_task(case: Case, settings: dict, model_path, threshold=None, allow_training=False,
+                      threads=None) -> dict:
+    """Likely label errors of one case (see :func:`napari_metaseg.core.label_errors.find_label_errors`).
+
+    Returns the dict of :func:`metrics_task` with ``proposals``, the ranked proposals table
+    (no files written). A case without ground truth fails.
+
+    Examples
+    --------
+    >>> label_errors_task(case, settings, "model.json.gz")["proposals"]  # doctest: +SKIP
+    """
+    def work():
+        from .core.label_errors import find_label_errors
+        from .core.meta_io import load_models
+        from .core.metrics import segment_metrics
+
+        probs, gt, _ = read_case(case, class_axis=settings.get("class_axis", -1))
+        if gt is None:
+            raise ValueError("no ground truth: label errors are looked for in a case's labels")
+        seg, table = segment_metrics(probs, gt, mode=settings["mode"], slice_axis=settings["slice_axis"],
+                                     ignore_index=settings["ignore_index"])
+        clf, _, _ = load_models(model_path, table=table)
+        found = find_label_errors(_with_case(table, case.name), clf,
+                                  maps={case.name: (probs, gt, seg)}, threshold=threshold,
+                                  allow_training_cases=allow_training, mode=settings["mode"],
+                                  slice_axis=settings["slice_axis"], ignore_index=settings["ignore_index"])
+        return {"n_segments": len(table), "proposals": found}
 
     return _run_guarded(work, case, threads)
 

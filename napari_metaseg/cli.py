@@ -1,7 +1,7 @@
 """``napari-metaseg``: the headless command line over :mod:`napari_metaseg.core` and ``io``.
 
-Subcommands: ``metrics``, ``train``, ``evaluate``, ``predict``, ``rank``, ``report``, ``demo``
-(and ``label-errors``, not available yet). Run ``napari-metaseg <command> --help``.
+Subcommands: ``metrics``, ``train``, ``evaluate``, ``predict``, ``rank``, ``label-errors``,
+``report``, ``demo``. Run ``napari-metaseg <command> --help``.
 
 Exit codes: 0 everything done, 1 some case (or the computation) failed, 2 usage error.
 Heavy modules (numba, pandas, scikit-learn, dask) are imported inside the commands, so that
@@ -141,10 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="model file written by `train`")
     _add_case_options(p, out_help="CSV file", resumable=False)
 
-    p = sub.add_parser("label-errors", help="(not available yet) likely label errors")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("cases", nargs="*", metavar="CASES")
-    p.add_argument("--out", metavar="CSV")
+    p = sub.add_parser("label-errors", help="likely label errors in the ground truth, most likely first",
+                       description="Rank places where the ground truth of each case is probably wrong: "
+                                   "predicted segments with IoU_adj = 0 that the model rates as right "
+                                   "(kind segment) and GT objects the confident prediction never gives "
+                                   "their class (kind gt_object). Writes one CSV over all cases.")
+    p.add_argument("model", metavar="MODEL", help="model file written by `train` (needs a classifier)")
+    _add_case_options(p, out_help="CSV file of ranked proposals", resumable=False)
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="keep proposals with score >= T (default: all candidates)")
+    p.add_argument("--allow-training-cases", action="store_true",
+                   help="also score cases the model was trained on (optimistic)")
 
     p = sub.add_parser("report", help="self-contained HTML report: tables and plots")
     _add_table_options(p)
@@ -338,8 +345,45 @@ def _cmd_rank(args):
 
 
 def _cmd_label_errors(args):
-    _err("label-errors is not available yet: it needs the label-error module (issue 6)")
-    return EXIT_USAGE
+    import pandas as pd
+
+    from .batch import label_errors_task
+    from .core.meta_io import load_models
+    from .io.results import atomic_path, write_failed_csv
+
+    model, info = _check_model(args.model)
+    if load_models(model)[0] is None:
+        raise UsageError(f"model {model}: holds no classifier; train with --target both or classification")
+    cases = _collect_cases(args)
+    trained = {str(c) for c in info.get("training_cases") or []}
+    seen = sorted(trained & {c.name for c in cases})
+    if seen and not args.allow_training_cases:
+        raise UsageError(f"the model was trained on case(s) {', '.join(seen)}; leave them out or pass "
+                         "--allow-training-cases")
+    out = Path(args.out)
+    results = _execute(args, label_errors_task, cases,
+                       (_settings(args), model, args.threshold, args.allow_training_cases), "label-errors")
+    parts = [r["proposals"] for r in results if r["status"] == "done" and len(r["proposals"])]
+    if parts:
+        table = pd.concat(parts, ignore_index=True).sort_values("score", ascending=False, kind="stable")
+    else:
+        from .core.label_errors import _COLUMNS
+
+        table = pd.DataFrame(columns=_COLUMNS)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    failed = [(r["case"], r["error"]) for r in results if r["status"] != "done"]
+    _note(args, f"label-errors: {len(table)} proposals in {len(results) - len(failed)} cases "
+                f"(most likely first) -> {out}")
+    if failed:
+        failed_csv = out.with_name(out.stem + "_failed.csv")
+        write_failed_csv(failed_csv, failed)
+        print(f"{PROG}: {len(failed)} case(s) failed (listed in {failed_csv}):", file=sys.stderr)
+        for c, e in failed:
+            print(f"  {c}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # ============================================================================================

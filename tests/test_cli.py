@@ -284,7 +284,7 @@ def test_workers_without_distributed_is_a_usage_error(tmp_path, capsys, monkeypa
         (["predict", "{t}/nomodel.json", "{t}/d", "--out", "{o}"], "no such file"),
         (["predict", "{t}/bad.csv", "{t}/d", "--out", "{o}"], "model"),
         (["train", "{t}/d/case00_softmax.npy", "--out", "{t}/m.json"], "expected a .parquet or .csv"),
-        (["label-errors", "{t}/m.json", "{t}/d", "--out", "{t}/e.csv"], "issue 6"),
+        (["label-errors", "{t}/m.json", "{t}/d", "--out", "{t}/e.csv"], "no such file"),
     ],
 )
 def test_usage_errors_exit_2_with_a_message(tmp_path, capsys, argv, message):
