@@ -12,6 +12,7 @@ from .segments import MODES, label_segments
 # The meta-model stage needs scikit-learn (about a second to import); it is loaded on first use
 # so that validating, measuring and labelling stay quick to start.
 _LAZY = {
+    "label_errors": ("evaluate_label_errors", "find_label_errors", "inject_label_errors"),
     "meta_dataset": ("NON_FEATURE_COLUMNS", "SIZE_COLUMNS", "MetaDataset", "feature_columns",
                      "training_rows"),
     "meta_io": ("MetaModelFileError", "load_models", "save_models"),
@@ -57,8 +58,11 @@ __all__ = [
     "check_ground_truth",
     "dispersion_maps",
     "evaluate",
+    "evaluate_label_errors",
     "evaluation_splits",
     "feature_columns",
+    "find_label_errors",
+    "inject_label_errors",
     "iter_segment_metrics",
     "label_segments",
     "load_models",
