@@ -76,11 +76,13 @@ def test_cancel_mid_run_leaves_the_viewer_unchanged(make_napari_viewer, qtbot, m
     from napari_metaseg._widgets import analysis
 
     gate = threading.Event()
+    reached = threading.Event()
     original = analysis._analysis
 
     def held(*args, **kwargs):
         gen = original(*args, **kwargs)
         yield next(gen)
+        reached.set()
         gate.wait(30)  # the test cancels while the worker is in the middle
         return (yield from gen)
 
@@ -91,7 +93,7 @@ def test_cancel_mid_run_leaves_the_viewer_unchanged(make_napari_viewer, qtbot, m
         widget.run_button.click()
     assert widget.run_button.text() == "Cancel"
     worker = widget.worker
-    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=30_000)
+    qtbot.waitUntil(reached.is_set, timeout=30_000)  # the worker is mid-run
     with qtbot.waitSignal(worker.aborted, timeout=30_000):
         widget.run_button.click()  # Cancel
         gate.set()

@@ -7,6 +7,8 @@ only in the worker's ``returned`` handler on the main thread, so cancelling chan
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtGui import QImage, QPixmap
@@ -56,6 +58,10 @@ def probability_class_axis(layer):
             "whose values sum to 1"
         )
     return axis
+
+
+#: Minimum seconds between progress updates of the panel (see ``_on_yielded``).
+PROGRESS_INTERVAL = 0.25
 
 
 def _analysis(probs, gt, *, class_axis, mode, slice_axis, ignore_index, heatmaps, classifier,
@@ -301,6 +307,7 @@ class AnalysisWidget(QWidget):
             hide_classes=(0,) if opts["hide_background"] else (), min_interior=opts["min_interior"],
             _start_thread=False, _ignore_errors=True,  # errors go to our handler, shown once
         )
+        self._last_progress = time.monotonic()
         self.worker.yielded.connect(self._on_yielded)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)
@@ -319,6 +326,12 @@ class AnalysisWidget(QWidget):
             self.run_button.setEnabled(False)
 
     def _on_yielded(self, value):
+        # Repainting the panel makes Qt recomposite the whole window, GL canvas included, which
+        # costs tens of milliseconds with software OpenGL; a short run shows no progress at all.
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
         frac, stage = value
         self.progress.setValue(round(100 * frac))
         self.status.setText(stage)
