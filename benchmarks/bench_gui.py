@@ -22,6 +22,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain" / "su
 
 
 SHOW = "--hidden" not in sys.argv
+REPEATS = 5
 
 
 def _spin(app, cond, timeout=600):
@@ -135,8 +136,12 @@ def main():
         widget.run()
         _spin(app, lambda w=widget: w.worker is not None)
         for mode in ("slices", "3d"):
-            r = ticks_during_analysis(app, viewer, widget, mode=mode)
-            rows.append({"case": label, **r})
+            # the sample's runs last ~13 ticks, so one tick is 8 %: report the median of 5 runs
+            runs = pd.DataFrame([ticks_during_analysis(app, viewer, widget, mode=mode)
+                                 for _ in range(REPEATS)])
+            med = runs.median(numeric_only=True).to_dict()
+            med["worst ticks share while worker runs"] = runs["ticks share while worker runs"].min()
+            rows.append({"case": label, "mode": mode, "runs": REPEATS, **med})
         if folder is None:
             rec = recolour_20k(app, viewer)
         viewer.close()
