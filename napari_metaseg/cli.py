@@ -316,7 +316,7 @@ def _cmd_rank(args):
     import pandas as pd
 
     from .batch import rank_task
-    from .io.results import atomic_path, write_failed_csv
+    from .io.results import atomic_path
 
     model, _ = _check_model(args.model)
     cases = _collect_cases(args)
@@ -332,16 +332,8 @@ def _cmd_rank(args):
     table.insert(0, "rank", range(1, len(table) + 1))
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
-    failed = [(r["case"], r["error"]) for r in results if r["status"] != "done"]
     _note(args, f"rank: {len(ok)} cases ranked (worst predicted quality first) -> {out}")
-    if failed:
-        failed_csv = out.with_name(out.stem + "_failed.csv")
-        write_failed_csv(failed_csv, failed)
-        print(f"{PROG}: {len(failed)} case(s) failed (listed in {failed_csv}):", file=sys.stderr)
-        for c, e in failed:
-            print(f"  {c}: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return _report_failed_cases(results, out)
 
 
 def _cmd_label_errors(args):
@@ -349,7 +341,7 @@ def _cmd_label_errors(args):
 
     from .batch import label_errors_task
     from .core.meta_io import load_models
-    from .io.results import atomic_path, write_failed_csv
+    from .io.results import atomic_path
 
     model, info = _check_model(args.model)
     if load_models(model)[0] is None:
@@ -373,17 +365,24 @@ def _cmd_label_errors(args):
     table.insert(0, "rank", range(1, len(table) + 1))
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
+    n_done = sum(r["status"] == "done" for r in results)
+    _note(args, f"label-errors: {len(table)} proposals in {n_done} cases (most likely first) -> {out}")
+    return _report_failed_cases(results, out)
+
+
+def _report_failed_cases(results, out):
+    """List failed cases on stderr and in ``<out>_failed.csv``; the exit code for the run."""
+    from .io.results import write_failed_csv
+
     failed = [(r["case"], r["error"]) for r in results if r["status"] != "done"]
-    _note(args, f"label-errors: {len(table)} proposals in {len(results) - len(failed)} cases "
-                f"(most likely first) -> {out}")
-    if failed:
-        failed_csv = out.with_name(out.stem + "_failed.csv")
-        write_failed_csv(failed_csv, failed)
-        print(f"{PROG}: {len(failed)} case(s) failed (listed in {failed_csv}):", file=sys.stderr)
-        for c, e in failed:
-            print(f"  {c}: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    if not failed:
+        return EXIT_OK
+    failed_csv = out.with_name(out.stem + "_failed.csv")
+    write_failed_csv(failed_csv, failed)
+    print(f"{PROG}: {len(failed)} case(s) failed (listed in {failed_csv}):", file=sys.stderr)
+    for c, e in failed:
+        print(f"  {c}: {e}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 # ============================================================================================
