@@ -1,0 +1,699 @@
+"""The label-error review store: a sidecar JSON file holding the proposals and the decisions.
+
+No Qt, no napari. One review of one case lives in one file, ``<gt stem>.metaseg-review.json``
+next to the ground truth (GT) when its folder is writable, else in a per-user folder (see
+:func:`sidecar_path`). The file holds a format version, the case identity (paths, SHA-256 of the
+GT, shapes), the ranked proposals of :func:`napari_metaseg.core.find_label_errors` and, for each
+proposal, the reviewer's decision (``"label_error"``, ``"not_error"``, ``"unsure"`` or none),
+a note and a timestamp, plus the corrected GT files written back.
+
+Reliability:
+
+* every change is written at once, atomically: a temporary file in the same folder is written,
+  flushed and fsync'ed, then renamed over the sidecar (``os.replace``); a crash or a kill loses
+  at most the change being written, never the earlier ones;
+* a lock file ``<sidecar>.lock`` (created with ``O_CREAT | O_EXCL``, holding pid, host and a
+  token) keeps a second viewer or process from writing the same review: it gets
+  :class:`ReviewLockedError` (it may still open the review read-only). A lock left by a dead
+  process on this host raises :class:`StaleLockError` and can be taken over explicitly
+  (``take_over_stale=True``). Before each write the store checks that the lock is still its own;
+* loading validates the file: invalid JSON, another format, a newer format version, or a GT whose
+  hash differs from the recorded one raise a :class:`ReviewFileError` naming the problem, and the
+  file is left untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import os
+import socket
+import sysconfig
+import time
+import uuid
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from .results import TMP_SUFFIX, atomic_path
+
+__all__ = [
+    "DECISIONS",
+    "FORMAT_VERSION",
+    "SIDECAR_SUFFIX",
+    "CaseChangedError",
+    "ReviewFileError",
+    "ReviewLockedError",
+    "ReviewStore",
+    "StaleLockError",
+    "array_sha256",
+    "case_identity",
+    "file_sha256",
+    "reviews_dir",
+    "sidecar_path",
+    "write_labels_like",
+]
+
+FORMAT = "napari-metaseg-review"
+FORMAT_VERSION = 1
+SIDECAR_SUFFIX = ".metaseg-review.json"
+DECISIONS = ("label_error", "not_error", "unsure")
+#: Proposal fields kept in the sidecar (the columns of ``find_label_errors``).
+PROPOSAL_FIELDS = ("case", "kind", "class", "index", "gt_object", "score", "size", "slice", "bbox",
+                   "centroid")
+#: Test hook: seconds to sleep half-way through writing the temporary file.
+SLOW_WRITE_ENV = "NAPARI_METASEG_REVIEW_SLOW_WRITE"
+
+
+class ReviewFileError(ValueError):
+    """The sidecar file cannot be used (corrupt, other format, newer version); it is left as is."""
+
+
+class CaseChangedError(ReviewFileError):
+    """The sidecar belongs to another version of the case (the GT's hash differs)."""
+
+
+class ReviewLockedError(RuntimeError):
+    """Another viewer or process holds the review's lock."""
+
+    def __init__(self, message, holder=None):
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+class StaleLockError(ReviewLockedError):
+    """The lock was left by a process of this host that no longer runs; it may be taken over."""
+
+
+# ============================================================================================
+# Identity and location
+# ============================================================================================
+def array_sha256(a) -> str:
+    """SHA-256 of an array's dtype, shape and C-order bytes.
+
+    Examples
+    --------
+    >>> array_sha256(np.zeros((2, 2), np.uint8))[:12]
+    '0f4c62411b61'
+    """
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a.reshape(-1)).cast("B"))
+    return h.hexdigest()
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes.
+
+    Examples
+    --------
+    >>> file_sha256("gt.nii.gz")  # doctest: +SKIP
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def case_identity(gt, *, probs_shape, gt_path=None, probs_path=None, case_id=None) -> dict:
+    """The identity of a case under review, as stored in (and checked against) the sidecar.
+
+    Parameters
+    ----------
+    gt : numpy.ndarray
+        The GT as it was when the review started (hashed when there is no ``gt_path``).
+    probs_shape : tuple of int
+        Shape of the probability map.
+    gt_path, probs_path : str or os.PathLike, optional
+        Files the layers came from. The GT *file* is hashed when given: its hash does not change
+        when the reviewer edits the layer in place.
+    case_id : str, optional
+        Name of the case (the ``case`` column of the proposals).
+
+    Returns
+    -------
+    dict
+        ``case_id``, ``gt_path``, ``probs_path``, ``gt_sha256``, ``gt_hash_of`` (``"file"`` or
+        ``"array"``), ``gt_shape``, ``probs_shape``.
+
+    Examples
+    --------
+    >>> case_identity(np.zeros((4, 4), np.uint8), probs_shape=(4, 4, 2))["gt_hash_of"]
+    'array'
+    """
+    gt = np.asarray(gt)
+    if gt_path is not None and Path(gt_path).is_file():
+        sha, of = file_sha256(gt_path), "file"
+        gt_path = str(Path(gt_path).resolve())
+    else:
+        sha, of, gt_path = array_sha256(gt), "array", None
+    if probs_path is not None and Path(probs_path).is_file():
+        probs_path = str(Path(probs_path).resolve())
+    else:
+        probs_path = None
+    return {"case_id": None if case_id is None else str(case_id), "gt_path": gt_path,
+            "probs_path": probs_path, "gt_sha256": sha, "gt_hash_of": of,
+            "gt_shape": [int(s) for s in gt.shape], "probs_shape": [int(s) for s in probs_shape]}
+
+
+def reviews_dir() -> Path:
+    """The per-user folder of sidecars whose data folder is not writable.
+
+    ``NAPARI_METASEG_REVIEW_DIR`` overrides it; else ``platformdirs.user_data_dir`` +
+    ``/reviews`` when platformdirs is installed, else ``~/.local/share/napari-metaseg/reviews``.
+
+    Examples
+    --------
+    >>> reviews_dir().name
+    'reviews'
+    """
+    env = os.environ.get("NAPARI_METASEG_REVIEW_DIR")
+    if env:
+        return Path(env) / "reviews"
+    try:
+        from platformdirs import user_data_dir
+    except ImportError:
+        return Path.home() / ".local" / "share" / "napari-metaseg" / "reviews"
+    return Path(user_data_dir("napari-metaseg", appauthor=False)) / "reviews"
+
+
+def _read_only_roots():
+    roots = {sysconfig.get_paths().get(k) for k in ("purelib", "platlib")}
+    # the package's sample files are shared assets: their reviews go to the user's folder
+    roots.add(str(Path(__file__).resolve().parents[2] / "sample_data"))
+    return [Path(r).resolve() for r in roots if r]
+
+
+def _writable_folder(path) -> bool:
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        return False
+    return not any(folder == r or r in folder.parents for r in _read_only_roots())
+
+
+def _stem(path):
+    name = Path(path).name
+    for suf in (".nii.gz", ".nii", ".npy", ".npz", ".tiff", ".tif", ".png"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return Path(name).stem
+
+
+def sidecar_path(case: dict) -> Path:
+    """Where the review of ``case`` (from :func:`case_identity`) is kept.
+
+    ``<gt folder>/<gt stem>.metaseg-review.json`` when the GT has a file in a writable folder
+    (not inside site-packages or the package's ``sample_data``); else
+    ``<reviews_dir()>/<name>-<key>.metaseg-review.json`` with ``key`` the first 16 hex digits of
+    SHA-256(GT hash, probabilities shape), so the same case finds its review again.
+
+    Examples
+    --------
+    >>> c = case_identity(np.zeros((4, 4), np.uint8), probs_shape=(4, 4, 2), case_id="a")
+    >>> sidecar_path(c).name.endswith(SIDECAR_SUFFIX)
+    True
+    """
+    gt_path = case.get("gt_path")
+    if gt_path and _writable_folder(gt_path):
+        return Path(gt_path).resolve().with_name(_stem(gt_path) + SIDECAR_SUFFIX)
+    key = hashlib.sha256(f"{case['gt_sha256']}{tuple(case['probs_shape'])}".encode()).hexdigest()[:16]
+    name = _stem(gt_path) if gt_path else (case.get("case_id") or "case")
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))[:60]
+    return reviews_dir() / f"{safe}-{key}{SIDECAR_SUFFIX}"
+
+
+# ============================================================================================
+# Atomic writes and locks
+# ============================================================================================
+def _now():
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def atomic_write_bytes(path, data: bytes):
+    """Write ``data`` to ``path`` through a fsync'ed temporary file and ``os.replace``."""
+    path = Path(path)
+    slow = float(os.environ.get(SLOW_WRITE_ENV, "0") or 0)
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            half = len(data) // 2
+            os.write(fd, data[:half])
+            if slow:
+                time.sleep(slow)  # test hook: a kill now leaves half a temporary file
+            view = memoryview(data)[half:]
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    try:  # make the rename itself durable (POSIX); not possible on every platform
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_lock(lock):
+    try:
+        return json.loads(Path(lock).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _release(lock, token):
+    holder = _read_lock(lock)
+    if holder.get("token") == token:
+        Path(lock).unlink(missing_ok=True)
+
+
+# ============================================================================================
+# The store
+# ============================================================================================
+def _json_value(v):
+    if v is None:
+        return None
+    try:
+        import pandas as pd
+
+        if v is pd.NA or (not isinstance(v, (list, tuple, np.ndarray, str)) and pd.isna(v)):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if isinstance(v, (np.integer, int)) and not isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    return str(v) if not isinstance(v, str) else v
+
+
+def proposals_to_records(table) -> list:
+    """JSON-safe proposal records (``id`` = rank) from a ``find_label_errors`` table."""
+    cols = [c for c in PROPOSAL_FIELDS if c in table.columns]
+    out = []
+    for i, row in enumerate(table[cols].itertuples(index=False, name=None)):
+        rec = {"id": i}
+        rec.update({c: _json_value(v) for c, v in zip(cols, row, strict=True)})
+        rec.update(decision=None, note="", decided_at=None)
+        out.append(rec)
+    return out
+
+
+class ReviewStore:
+    """One case's review in its sidecar file; every change is saved at once, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The sidecar file (see :func:`sidecar_path`); read when it exists.
+    case : dict
+        The case identity (:func:`case_identity`); an existing file must hold the same
+        ``gt_sha256``.
+    read_only : bool, default False
+        Open without the lock; every change raises :class:`ReviewLockedError`.
+    take_over_stale : bool, default False
+        Take over a lock left by a dead process of this host (else :class:`StaleLockError`).
+
+    Raises
+    ------
+    ReviewLockedError
+        Another live process (or another store of this process) holds the lock.
+    StaleLockError
+        The lock's process is dead and ``take_over_stale`` is false.
+    ReviewFileError
+        The file is not valid JSON, not a review file, from a newer format version or malformed.
+    CaseChangedError
+        The file's GT hash differs from ``case["gt_sha256"]``.
+
+    Examples
+    --------
+    >>> case = case_identity(gt, probs_shape=probs.shape, case_id="a")  # doctest: +SKIP
+    >>> with ReviewStore(sidecar_path(case), case) as store:  # doctest: +SKIP
+    ...     if not store.proposals:
+    ...         store.set_proposals(find_label_errors(table, clf, maps=(probs, gt)))
+    ...     store.set_decision(0, "label_error")
+    """
+
+    def __init__(self, path, case, *, read_only=False, take_over_stale=False):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.read_only = bool(read_only)
+        self._token = None
+        self._finalizer = None
+        self.case = dict(case)
+        self._doc = None
+        if self.path.exists():
+            doc = self._load()  # validate before taking the lock: a bad file changes nothing
+        else:
+            doc = None
+        if not self.read_only:
+            self._acquire(take_over_stale)
+        try:
+            if self.path.exists() and doc is None:  # written by another process meanwhile
+                doc = self._load()
+        except Exception:
+            self.close()
+            raise
+        self.restored = doc is not None
+        self._doc = doc or {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "created": _now(), "updated": None,
+            "case": self.case, "settings": {}, "proposals": [], "corrections": [],
+        }
+
+    # -- context / lifetime ------------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        """Release the lock (the file stays)."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._token = None
+
+    @property
+    def holds_lock(self):
+        return self._token is not None
+
+    def _acquire(self, take_over_stale):
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "token": token, "created": _now()}
+        for _attempt in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = _read_lock(self.lock_path)
+                pid, host = holder.get("pid"), holder.get("host")
+                where = f"process {pid} on {host}" if pid else "an unknown process (unreadable lock)"
+                same_host = host == socket.gethostname()
+                if same_host and isinstance(pid, int) and not _pid_alive(pid):
+                    if not take_over_stale:
+                        raise StaleLockError(
+                            f"the review {self.path.name} is locked by {where}, which is no longer "
+                            f"running (it probably crashed); its decisions are saved. Take the lock "
+                            f"over to continue (lock file: {self.lock_path})", holder) from None
+                    self.lock_path.unlink(missing_ok=True)
+                    continue
+                what = "another viewer of this process" if same_host and pid == os.getpid() else where
+                raise ReviewLockedError(
+                    f"the review {self.path.name} is open in {what} (since "
+                    f"{holder.get('created', '?')}); open it read-only or close it there first "
+                    f"(lock file: {self.lock_path})", holder) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+                f.flush()
+                os.fsync(f.fileno())
+            self._token = token
+            self._finalizer = weakref.finalize(self, _release, str(self.lock_path), token)
+            return
+        raise ReviewLockedError(f"could not take the lock {self.lock_path}")
+
+    # -- reading -----------------------------------------------------------------------------
+    def _load(self):
+        where = f"review file {self.path}"
+        keep = "the file was left as it is; move it away to start the review again"
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ReviewFileError(f"{where} is not text ({exc}); {keep}") from exc
+        except json.JSONDecodeError as exc:
+            raise ReviewFileError(f"{where} is not valid JSON (line {exc.lineno}, column "
+                                  f"{exc.colno}: {exc.msg}); {keep}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ReviewFileError(f"{where} is not a napari-metaseg review file; {keep}")
+        version = doc.get("format_version")
+        if not isinstance(version, int):
+            raise ReviewFileError(f"{where} has no integer format_version; {keep}")
+        if version > FORMAT_VERSION:
+            raise ReviewFileError(f"{where} has format version {version}, newer than this napari-"
+                                  f"metaseg reads ({FORMAT_VERSION}); update napari-metaseg")
+        case, props = doc.get("case"), doc.get("proposals")
+        if not isinstance(case, dict) or not isinstance(props, list):
+            raise ReviewFileError(f"{where} lacks its case or proposals; {keep}")
+        for i, p in enumerate(props):
+            if not isinstance(p, dict) or p.get("id") != i or p.get("decision") not in (None, *DECISIONS):
+                raise ReviewFileError(f"{where}: proposal {i} is malformed ({str(p)[:80]}); {keep}")
+        if case.get("gt_sha256") != self.case.get("gt_sha256"):
+            raise CaseChangedError(
+                f"{where} was made for a ground truth with SHA-256 {str(case.get('gt_sha256'))[:12]}... "
+                f"({case.get('gt_path') or 'an array'}), but this one has "
+                f"{str(self.case.get('gt_sha256'))[:12]}...: the GT changed since the review; {keep}")
+        if list(case.get("probs_shape", [])) != list(self.case.get("probs_shape", [])):
+            raise CaseChangedError(f"{where} was made for probabilities of shape {case.get('probs_shape')}, "
+                                   f"these have {self.case.get('probs_shape')}; {keep}")
+        doc.setdefault("corrections", [])
+        doc.setdefault("settings", {})
+        return doc
+
+    @property
+    def proposals(self) -> list:
+        """The proposal records (dicts; ``id`` is the rank), with their decisions."""
+        return self._doc["proposals"]
+
+    @property
+    def settings(self) -> dict:
+        return self._doc["settings"]
+
+    @property
+    def corrections(self) -> list:
+        return self._doc["corrections"]
+
+    def table(self):
+        """The proposals and decisions as a pandas DataFrame (one row per proposal, by rank)."""
+        import pandas as pd
+
+        cols = ["id", *PROPOSAL_FIELDS, "decision", "note", "decided_at"]
+        df = pd.DataFrame({c: pd.Series([p.get(c) for p in self.proposals], dtype=object)
+                           for c in cols})
+        if "slice" in df and df["slice"].isna().all():
+            df = df.drop(columns="slice")
+        return df
+
+    # -- writing -----------------------------------------------------------------------------
+    def _check_writable(self):
+        if self.read_only:
+            raise ReviewLockedError(f"the review {self.path.name} is open read-only")
+        if self._token is None:
+            raise ReviewLockedError(f"the review {self.path.name} is closed")
+        if _read_lock(self.lock_path).get("token") != self._token:
+            raise ReviewLockedError(f"the lock of {self.path.name} was taken over by another process; "
+                                    "this viewer no longer writes the review")
+
+    def save(self):
+        """Write the whole review atomically (done by every change already)."""
+        self._check_writable()
+        self._doc["updated"] = _now()
+        data = json.dumps(self._doc, indent=1, allow_nan=False).encode("utf-8")
+        atomic_write_bytes(self.path, data)
+
+    def set_proposals(self, table, *, settings=None, replace=False):
+        """Store the proposals of ``find_label_errors`` (ranked) and save.
+
+        Raises ``ValueError`` when the review already has decisions and ``replace`` is false.
+        """
+        if any(p.get("decision") for p in self.proposals) and not replace:
+            raise ValueError(f"the review {self.path.name} already holds decisions; pass replace=True "
+                             "to start over")
+        self._check_writable()
+        self._doc["proposals"] = proposals_to_records(table)
+        self._doc["settings"] = {k: _json_value(v) for k, v in (settings or {}).items()}
+        self.save()
+
+    def set_decision(self, proposal_id, decision, *, note=None):
+        """Record (and save at once) the decision on one proposal; ``decision=None`` clears it.
+
+        Returns the updated record.
+        """
+        if decision not in (None, *DECISIONS):
+            raise ValueError(f"decision must be one of {DECISIONS} or None, got {decision!r}")
+        props = self.proposals
+        if not isinstance(proposal_id, (int, np.integer)) or not 0 <= int(proposal_id) < len(props):
+            raise ValueError(f"proposal_id must be in 0..{len(props) - 1}, got {proposal_id!r}")
+        self._check_writable()
+        rec = props[int(proposal_id)]
+        old = dict(rec)
+        rec["decision"] = decision
+        if note is not None:
+            rec["note"] = str(note)
+        rec["decided_at"] = _now() if decision is not None else None
+        try:
+            self.save()
+        except Exception:
+            rec.clear()
+            rec.update(old)  # memory stays equal to the file
+            raise
+        return dict(rec)
+
+    # -- export ------------------------------------------------------------------------------
+    def export_json(self, path) -> Path:
+        """Write the case, proposals and decisions as JSON (atomically)."""
+        doc = {"case": self._doc["case"], "exported": _now(), "proposals": self.proposals,
+               "corrections": self.corrections}
+        atomic_write_bytes(path, json.dumps(doc, indent=1, allow_nan=False).encode("utf-8"))
+        return Path(path)
+
+    def export_csv(self, path) -> Path:
+        """Write one row per proposal (``bbox``/``centroid`` as space-separated numbers)."""
+        cols = ["id", *PROPOSAL_FIELDS, "decision", "note", "decided_at"]
+        path = Path(path)
+        with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for p in self.proposals:
+                row = []
+                for c in cols:
+                    v = p.get(c)
+                    if isinstance(v, list):
+                        v = " ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+                    row.append("" if v is None else v)
+                w.writerow(row)
+        return path
+
+    # -- write-back --------------------------------------------------------------------------
+    def write_corrected_gt(self, data, path, *, source=None, affine=None, original_affine=None,
+                           overwrite=False) -> Path:
+        """Save the corrected GT as a new file and record it in the review.
+
+        See :func:`write_labels_like`; ``original`` is the case's GT file. Returns the path.
+        """
+        self._check_writable()
+        originals = [p for p in (self.case.get("gt_path"), source) if p]
+        out = write_labels_like(data, path, source=source, affine=affine,
+                                original_affine=original_affine, overwrite=overwrite,
+                                originals=originals)
+        decided = sum(1 for p in self.proposals if p.get("decision") == "label_error")
+        self._doc["corrections"].append({
+            "path": str(Path(out).resolve()), "written_at": _now(), "sha256": file_sha256(out),
+            "overwrote_original": any(Path(out).resolve() == Path(o).resolve() for o in originals),
+            "n_label_error_decisions": decided})
+        self.save()
+        return out
+
+
+def write_labels_like(data, path, *, source=None, affine=None, original_affine=None,
+                      overwrite=False, originals=()) -> Path:
+    """Write a label volume in the format its name asks for, atomically.
+
+    Parameters
+    ----------
+    data : numpy.ndarray of int
+        The labels as shown (for NIfTI sources: the reader's RAS+ orientation).
+    path : str or os.PathLike
+        ``.nii``/``.nii.gz`` (needs ``affine``), ``.npy`` or ``.tif``/``.tiff``.
+    source : str or os.PathLike, optional
+        The file the labels were read from; a NIfTI source lends its header (dtype, qform/sform
+        codes, units).
+    affine, original_affine : numpy.ndarray, optional
+        4 x 4 affine of ``data`` (the layer's ``metadata["affine"]``) and of the source file as
+        stored (``metadata["original_affine"]``). With both, ``data`` is turned back into the
+        source's stored orientation and written with the original affine.
+    overwrite : bool, default False
+        Replace an existing file. Without it an existing ``path`` raises: the original GT is
+        never overwritten by accident.
+    originals : sequence of path
+        Files named as "the original" in the refusal message.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    ValueError
+        Unsupported suffix, a NIfTI path without an affine, non-integer data.
+
+    Examples
+    --------
+    >>> write_labels_like(gt_fixed, "gt_corrected.nii.gz", source="gt.nii.gz",
+    ...                   affine=meta["affine"], original_affine=meta["original_affine"])  # doctest: +SKIP
+    """
+    data = np.asarray(data)
+    if data.dtype.kind not in "iub":
+        raise ValueError(f"labels must be integers, got dtype {data.dtype}")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        is_orig = any(path.resolve() == Path(o).resolve() for o in originals if o)
+        what = "the original ground truth" if is_orig else "an existing file"
+        raise FileExistsError(f"{path} is {what}; choose a new name, or pass overwrite=True to "
+                              "replace it")
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        _write_nifti_labels(data, path, source=source, affine=affine, original_affine=original_affine)
+    elif name.endswith(".npy"):
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, data, allow_pickle=False)
+    elif name.endswith((".tif", ".tiff")):
+        import tifffile
+
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(tmp, data, photometric="minisblack")
+    else:
+        raise ValueError(f"{path}: cannot write labels as {Path(name).suffix!r} "
+                         "(use .nii.gz, .nii, .npy or .tif)")
+    return path
+
+
+def _write_nifti_labels(data, path, *, source, affine, original_affine):
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    if affine is None and original_affine is None:
+        raise ValueError(f"{path}: writing NIfTI needs the labels' affine (layer.metadata['affine'])")
+    out, out_affine = data, np.asarray(affine if affine is not None else original_affine, float)
+    if original_affine is not None and affine is not None and data.ndim == 3:
+        original_affine = np.asarray(original_affine, float)
+        ornt = io_orientation(original_affine)
+        # the reader applied `ornt` (stored -> RAS+); undo it to get the stored orientation back
+        back = ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), ornt)
+        out = np.ascontiguousarray(apply_orientation(data, back))
+        out_affine = original_affine
+    header = None
+    if source is not None and str(source).lower().endswith((".nii", ".nii.gz")) and Path(source).is_file():
+        header = nib.load(str(source)).header.copy()
+    img = nib.Nifti1Image(out, out_affine, header=header)
+    img.set_data_dtype(out.dtype)
+    if header is not None:
+        img.set_qform(out_affine, code=int(header["qform_code"]) or 1)
+        img.set_sform(out_affine, code=int(header["sform_code"]) or 1)
+    img.header.set_slope_inter(1.0, 0.0)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+    with atomic_path(path) as tmp:
+        final = tmp.with_name(tmp.name + suffix)  # nibabel picks compression from the name
+        try:
+            nib.save(img, str(final))
+            os.replace(final, tmp)
+        finally:
+            final.unlink(missing_ok=True)
+
+
+def leftover_temporaries(path) -> list:
+    """Temporary files a killed writer left beside the sidecar ``path`` (safe to delete)."""
+    p = Path(path)
+    return sorted(p.parent.glob(f".{p.name}.*{TMP_SUFFIX}"))
