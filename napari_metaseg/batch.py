@@ -198,10 +198,13 @@ def predict_task(case: Case, out_dir, settings: dict, model_path, threads=None) 
 def rank_task(case: Case, settings: dict, model_path, threads=None) -> dict:
     """Summarise the predicted quality of one case for ranking (no files written).
 
-    Returns the dict of :func:`metrics_task` with ``n_segments``; ``iou_adj_pred_mean``, the
-    mean predicted IoU_adj weighted by segment size (with a regressor); ``share_p_iou0_gt_05``,
-    the share of segments with P(IoU_adj = 0) > 0.5 (with a classifier); and, with ground
-    truth, ``iou_adj_mean``, the size-weighted mean of the true IoU_adj.
+    Returns the dict of :func:`metrics_task` with the row of
+    :func:`napari_metaseg.core.active_learning.predicted_quality` for the whole case:
+    ``n_segments``; ``size``; ``iou_adj_pred_mean``, the mean predicted IoU_adj weighted by
+    segment size (NaN without a regressor); ``share_likely_wrong``, the share of segments with
+    P(IoU_adj = 0) > 0.5 (NaN without a classifier); and, with ground truth, ``iou_adj_mean``,
+    the size-weighted mean of the true IoU_adj. The driver orders the rows with
+    :func:`~napari_metaseg.core.active_learning.order_ranking`.
 
     Examples
     --------
@@ -209,18 +212,13 @@ def rank_task(case: Case, settings: dict, model_path, threads=None) -> dict:
     0.73
     """
     def work():
-        _, table, _ = _predict(case, settings, model_path)
-        out = {"n_segments": len(table)}
-        w = table["S"].to_numpy(np.float64)
-        if "iou_adj_pred" in table:
-            out["iou_adj_pred_mean"] = float(np.average(table["iou_adj_pred"], weights=w))
-        if "p_iou0" in table:
-            out["share_p_iou0_gt_05"] = float(np.mean(table["p_iou0"].to_numpy() > 0.5))
-        if "iou_adj" in table:
-            v = table["iou_adj"].to_numpy(np.float64)
-            ok = np.isfinite(v)
-            out["iou_adj_mean"] = float(np.average(v[ok], weights=w[ok])) if ok.any() else float("nan")
-        return out
+        from .core.active_learning import predicted_quality
+        from .core.meta_io import load_models
+
+        _, table, _ = _compute(case, settings)
+        clf, reg, _ = load_models(model_path, table=table)
+        row = predicted_quality({case.name: table}, (clf, reg), by="case").iloc[0]
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k != "case"}
 
     return _run_guarded(work, case, threads)
 

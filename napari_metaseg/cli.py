@@ -316,6 +316,7 @@ def _cmd_rank(args):
     import pandas as pd
 
     from .batch import rank_task
+    from .core.active_learning import order_ranking
     from .io.results import atomic_path
 
     model, _ = _check_model(args.model)
@@ -323,13 +324,16 @@ def _cmd_rank(args):
     out = Path(args.out)
     results = _execute(args, rank_task, cases, (_settings(args), model), "rank")
     ok = [r for r in results if r["status"] == "done"]
-    cols = ["case", "n_segments", "iou_adj_pred_mean", "share_p_iou0_gt_05", "iou_adj_mean"]
-    table = pd.DataFrame([{k: r.get(k) for k in cols} for r in ok], columns=cols).dropna(axis=1, how="all")
-    keys = [k for k in ("iou_adj_pred_mean", "share_p_iou0_gt_05") if k in table]
-    asc = [True, False][: len(keys)] if keys and keys[0] == "iou_adj_pred_mean" else [False]
-    if keys:
-        table = table.sort_values(keys, ascending=asc, kind="stable")
-    table.insert(0, "rank", range(1, len(table) + 1))
+    # the order of the cases as given, whatever order the workers finished in: ties stay stable
+    position = {c.name: i for i, c in enumerate(cases)}
+    ok.sort(key=lambda r: position[r["case"]])
+    cols = ["case", "n_segments", "size", "iou_adj_pred_mean", "share_likely_wrong", "iou_adj_mean"]
+    table = pd.DataFrame([{k: r.get(k) for k in cols} for r in ok], columns=cols)
+    if len(table):  # the same order as the active-learning panel (core.order_ranking)
+        table = order_ranking(table.astype({c: float for c in cols[3:]}))
+    else:
+        table.insert(0, "rank", [])
+    table = table.dropna(axis=1, how="all").rename(columns={"share_likely_wrong": "share_p_iou0_gt_05"})
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     _note(args, f"rank: {len(ok)} cases ranked (worst predicted quality first) -> {out}")

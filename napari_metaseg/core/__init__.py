@@ -12,6 +12,7 @@ from .segments import MODES, label_segments
 # The meta-model stage needs scikit-learn (about a second to import); it is loaded on first use
 # so that validating, measuring and labelling stay quick to start.
 _LAZY = {
+    "active_learning": ("order_ranking", "predicted_quality", "rank_cases"),
     "label_errors": ("evaluate_label_errors", "find_label_errors", "inject_label_errors"),
     "meta_dataset": ("NON_FEATURE_COLUMNS", "SIZE_COLUMNS", "MetaDataset", "feature_columns",
                      "training_rows"),
@@ -68,10 +69,13 @@ __all__ = [
     "load_models",
     "logistic_lasso_path",
     "metric_columns",
+    "order_ranking",
     "plot_iou_scatter",
     "plot_lasso_path",
     "plot_roc",
     "predict_table",
+    "predicted_quality",
+    "rank_cases",
     "refit",
     "save_models",
     "segment_metrics",
