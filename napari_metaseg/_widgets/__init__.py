@@ -1,6 +1,7 @@
 """Qt dock widgets (thin: computation only through :mod:`napari_metaseg.core`)."""
 
+from .active_learning import ActiveLearningWidget
 from .analysis import AnalysisWidget
 from .overlay import OverlayWidget
 
-__all__ = ["AnalysisWidget", "OverlayWidget"]
+__all__ = ["ActiveLearningWidget", "AnalysisWidget", "OverlayWidget"]

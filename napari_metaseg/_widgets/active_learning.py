@@ -1,0 +1,614 @@
+"""Active-learning panel: rank unlabelled cases by predicted quality, open them, export, refit.
+
+Thin: cases come from :func:`napari_metaseg.io.cases.find_cases`; each is read, measured
+(:func:`napari_metaseg.core.segment_metrics`) and summarised
+(:func:`napari_metaseg.core.active_learning.predicted_quality`) in a generator ``thread_worker``,
+one case at a time, and the rows are ordered by
+:func:`~napari_metaseg.core.active_learning.order_ranking` (the order of ``napari-metaseg rank``).
+A case that cannot be read or measured is listed as failed; the others go on. **Refit with
+labelled cases** measures the cases that now have ground truth and refits the session's models
+(:func:`~napari_metaseg.core.refit`) on their old training data plus these; the refitted models
+replace the session's but are saved only by **Save refitted model…**, to a path the user picks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._session import session_for
+from ._settings import section, update_settings
+from ._table import DataFrameModel
+
+MODES = ("auto", "2d", "3d", "slices")
+BY = ("auto", "case", "slice")
+SHOWN = ("rank", "case", "slice", "iou_adj_pred_mean", "share_likely_wrong", "n_segments", "size",
+         "iou_adj_mean", "status", "error")
+DEFAULTS = {"inputs": "", "model_file": "", "mode": "auto", "slice_axis": -1, "by": "auto"}
+#: Minimum seconds between progress updates of the panel (a repaint recomposites the window).
+PROGRESS_INTERVAL = 0.25
+_OPENED = "active_learning_case"
+
+
+def _error_text(exc):
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+# ================================================================================================
+# Work done in the worker thread (no Qt, no layers)
+# ================================================================================================
+@dataclass
+class RankResult:
+    ranking: pd.DataFrame
+    failed: list = field(default_factory=list)  # [(case name, error)]
+    by: str = "case"
+    seconds: float = 0.0
+
+
+def rank_job(cases, classifier, regressor, *, mode="auto", slice_axis=-1, by="case"):
+    """Generator: yields ``(fraction, stage)`` per case; returns a :class:`RankResult`.
+
+    Ground truth, where a case has it, is used too (the ranking then shows ``iou_adj_mean``).
+    """
+    from ..core import segment_metrics
+    from ..core.active_learning import order_ranking, predicted_quality
+    from ..io.cases import read_case
+
+    t0 = time.perf_counter()
+    rows, failed = [], []
+    n = len(cases)
+    for i, case in enumerate(cases):
+        yield i / n, f"case {i + 1}/{n}: {case.name}"
+        try:
+            probs, gt, _ = read_case(case)
+            _, table = segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis)
+            del probs, gt
+            if by == "slice" and "slice" not in table.columns:
+                table = table.assign(slice=0)  # a 2D image is one slice
+            rows.append(predicted_quality({case.name: table}, (classifier, regressor), by=by))
+        except MemoryError:
+            failed.append((case.name, "MemoryError: the case does not fit in memory"))
+        except Exception as exc:  # one bad case must not stop the run
+            failed.append((case.name, _error_text(exc)))
+    yield 1.0, f"ordering {len(rows)} case(s)"
+    if rows:
+        ranking = order_ranking(pd.concat(rows, ignore_index=True))
+    else:
+        ranking = pd.DataFrame(columns=["rank", "case"])
+    return RankResult(ranking, failed, by, time.perf_counter() - t0)
+
+
+@dataclass
+class RefitResult:
+    classifier: object
+    regressor: object
+    dataset: object
+    previous_cases: list
+    added_cases: list
+    note: str = ""
+
+
+def refit_job(cases, classifier, regressor, *, base_dataset=None, mode="auto", slice_axis=-1,
+              min_interior=1, note=""):
+    """Generator: measure ``cases`` (all with ground truth) and refit the models on the base
+    dataset plus these (a case of the same name replaces the old one); returns a RefitResult."""
+    from ..core import segment_metrics
+    from ..core.meta_dataset import MetaDataset
+    from ..core.meta_model import refit
+    from ..io.cases import read_case
+
+    names = {c.name for c in cases}
+    if base_dataset is not None:
+        old = base_dataset.table
+        old = old[~old["case"].astype(str).isin(names)]
+        ds = MetaDataset.from_table(old, min_interior=min_interior) if len(old) else MetaDataset(
+            min_interior=min_interior)
+    else:
+        ds = MetaDataset(min_interior=min_interior)
+    previous = list(ds.cases)
+    n = len(cases)
+    for i, case in enumerate(cases):
+        yield 0.8 * i / n, f"measuring {case.name} against its ground truth ({i + 1}/{n})"
+        probs, gt, _ = read_case(case)
+        _, table = segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis)
+        ds.add(case.name, table.drop(columns=[c for c in ("p_iou0", "iou_adj_pred") if c in table]))
+    yield 0.8, "refitting the classifier"
+    clf = refit(classifier, ds) if classifier is not None else None
+    yield 0.9, "refitting the regressor"
+    reg = refit(regressor, ds) if regressor is not None else None
+    return RefitResult(clf, reg, ds, previous, [c.name for c in cases], note)
+
+
+# ================================================================================================
+# The panel
+# ================================================================================================
+class ActiveLearningWidget(QWidget):
+    """Dock widget: rank unlabelled cases for annotation; open, export, refit."""
+
+    #: emitted with the RankResult after a ranking has been shown
+    ranked = Signal(object)
+    #: emitted with the RefitResult after the session's models were replaced
+    refitted = Signal(object)
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.worker = None
+        self.cases = {}
+        self.result = None
+        self.refit_result = None
+        self._opened = []
+        self._last_progress = 0.0
+        opts = {**DEFAULTS, **section("active_learning")}
+
+        self.inputs_edit = QLineEdit(str(opts["inputs"]))
+        self.inputs_edit.setPlaceholderText("folder of cases, or files separated by ;")
+        self.inputs_edit.setToolTip("<case>_softmax.* (+ <case>_gt.*), or case folders with softmax.*; "
+                                    "several folders or files separated by ;")
+        folder_button = QPushButton("Folder…")
+        folder_button.clicked.connect(self._browse_folder)
+        files_button = QPushButton("Files…")
+        files_button.clicked.connect(self._browse_files)
+        inputs_row = QHBoxLayout()
+        inputs_row.addWidget(self.inputs_edit, stretch=1)
+        inputs_row.addWidget(folder_button)
+        inputs_row.addWidget(files_button)
+
+        self.model_edit = QLineEdit(str(opts["model_file"]))
+        self.model_edit.setPlaceholderText("(the session's model)")
+        self.model_edit.setToolTip("a model file; empty: the model trained, loaded or refitted in this "
+                                   "viewer (meta-model panel)")
+        model_button = QPushButton("…")
+        model_button.setFixedWidth(28)
+        model_button.clicked.connect(self._browse_model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_edit, stretch=1)
+        model_row.addWidget(model_button)
+
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(MODES)
+        self.mode_combo.setCurrentText(opts["mode"] if opts["mode"] in MODES else "auto")
+        self.mode_combo.setToolTip("how each case is segmented (slices: along the last axis)")
+        self.by_combo = QComboBox()
+        self.by_combo.addItems(BY)
+        self.by_combo.setCurrentText(opts["by"] if opts["by"] in BY else "auto")
+        self.by_combo.setToolTip("one row per case, or per slice (auto: per slice in slices mode)")
+        mode_row = QHBoxLayout()
+        mode_row.addWidget(self.mode_combo, stretch=1)
+        mode_row.addWidget(QLabel("rank by"))
+        mode_row.addWidget(self.by_combo, stretch=1)
+        self._slice_axis = int(opts["slice_axis"])
+
+        form = QFormLayout()
+        form.addRow("cases", inputs_row)
+        form.addRow("model", model_row)
+        form.addRow("segment as", mode_row)
+
+        self.rank_button = QPushButton("Rank cases")
+        self.rank_button.clicked.connect(self.rank_or_cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        self.model = DataFrameModel()
+        self.table_view = QTableView()
+        self.table_view.setModel(self.model)
+        self.table_view.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table_view.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table_view.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table_view.verticalHeader().setVisible(False)
+        self.table_view.verticalHeader().setDefaultSectionSize(18)
+        self.table_view.clicked.connect(lambda index: self.open_row(index.row()))
+        legend = QLabel("worst predicted quality first: iou_adj_pred_mean = mean predicted IoU_adj "
+                        "weighted by segment size; share_likely_wrong = share of segments with "
+                        "P(IoU_adj = 0) > 0.5; iou_adj_mean = true value where ground truth exists. "
+                        "Click a row to open the case.")
+        legend.setWordWrap(True)
+
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.clicked.connect(lambda: self.export_csv())
+        self.refit_button = QPushButton("Refit with labelled cases")
+        self.refit_button.setToolTip("measure the cases that now have ground truth and refit the "
+                                     "model on its training data plus these")
+        self.refit_button.clicked.connect(lambda: self.refit())
+        self.save_button = QPushButton("Save refitted model…")
+        self.save_button.clicked.connect(lambda: self.save_model())
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.refit_button)
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.rank_button)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table_view, stretch=1)
+        layout.addWidget(legend)
+        layout.addLayout(buttons)
+        layout.addWidget(self.model_label)
+        layout.addWidget(self.save_button)
+
+        self.session.models_changed.connect(self._show_model_info)
+        self._show_model_info()
+        self._update_buttons()
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def _browse_folder(self):
+        path = QFileDialog.getExistingDirectory(self, "Folder of cases", self.inputs_edit.text())
+        if path:
+            self.inputs_edit.setText(path)
+
+    def _browse_files(self):
+        paths, _ = QFileDialog.getOpenFileNames(self, "Softmax files", "",
+                                                "Probabilities (*.nii *.nii.gz *.npy *.npz *.tif *.tiff)")
+        if paths:
+            self.inputs_edit.setText("; ".join(paths))
+
+    def _browse_model(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Meta model", "", "MetaSeg model (*.json.gz *.json)")
+        if path:
+            self.model_edit.setText(path)
+
+    def inputs(self):
+        return [s.strip() for s in self.inputs_edit.text().split(";") if s.strip()]
+
+    def options(self):
+        mode = self.mode_combo.currentText()
+        by = self.by_combo.currentText()
+        if by == "auto":
+            by = "slice" if mode == "slices" else "case"
+        return {"inputs": self.inputs_edit.text().strip(), "model_file": self.model_edit.text().strip(),
+                "mode": mode, "slice_axis": self._slice_axis, "by": by}
+
+    def _error(self, message):
+        from napari.utils.notifications import show_error
+
+        self.status.setText(f"error: {message}")
+        show_error(f"napari-metaseg: {message}")
+
+    def _models(self):
+        """``(classifier, regressor, model_path)``: the model file's, else the session's."""
+        path = self.model_edit.text().strip()
+        if path:
+            from ..core.meta_io import load_models
+
+            if not Path(path).is_file():
+                raise ValueError(f"model file {path} does not exist")
+            clf, reg, _ = load_models(path)
+            return clf, reg, str(path)
+        if not self.session.has_models:
+            raise ValueError("no model: train or load one in the meta-model panel, or choose a model file")
+        return self.session.classifier, self.session.regressor, self.session.model_path
+
+    def _find_cases(self):
+        from ..io.cases import find_cases  # CaseError is a ValueError
+
+        inputs = self.inputs()
+        if not inputs:
+            raise ValueError("choose a folder (or files) of cases first")
+        return find_cases(inputs)
+
+    # -- ranking ---------------------------------------------------------------------------------
+    def rank_or_cancel(self):
+        if self.worker is not None:
+            self.cancel()
+        else:
+            self.rank()
+
+    def rank(self):
+        """Rank the chosen cases in a worker; returns it (None on bad input)."""
+        opts = self.options()
+        update_settings("active_learning", {**opts, "by": self.by_combo.currentText()})
+        if opts["by"] == "slice" and opts["mode"] != "slices":
+            self._error("rank by slice needs 'segment as' slices")
+            return None
+        try:
+            clf, reg, _ = self._models()
+            cases = self._find_cases()
+        except ValueError as exc:
+            self._error(str(exc))
+            return None
+        self._pending_cases = {c.name: c for c in cases}
+        self._pending_opts = opts
+        return self._start(rank_job, "ranking", cases, clf, reg, mode=opts["mode"],
+                           slice_axis=opts["slice_axis"], by=opts["by"])
+
+    def _start(self, job, what, *args, **kwargs):
+        from napari.qt.threading import create_worker
+
+        # errors are shown by our handler; without _ignore_errors superqt re-raises them too
+        self.worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+        self._job = what
+        self._last_progress = 0.0
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_errored)
+        self.worker.aborted.connect(self._on_aborted)
+        self.worker.finished.connect(self._on_finished)
+        self.rank_button.setText("Cancel")
+        self.progress.setValue(0)
+        self.status.setText(f"{what} …")
+        self._update_buttons()
+        self.worker.start()
+        return self.worker
+
+    def cancel(self):
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelling …")
+            self.rank_button.setEnabled(False)
+
+    def _on_yielded(self, value):
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        frac, stage = value
+        self.progress.setValue(round(100 * frac))
+        self.status.setText(stage)
+
+    def _on_errored(self, exc):
+        self._error(f"{self._job} failed: {exc}")
+
+    def _on_aborted(self):
+        self.status.setText(f"cancelled; the {'ranking' if self._job == 'ranking' else 'model'} "
+                            "was not changed")
+        self.progress.setValue(0)
+
+    def _on_finished(self):
+        self.worker = None
+        self.rank_button.setText("Rank cases")
+        self.rank_button.setEnabled(True)
+        self._update_buttons()
+
+    def _on_returned(self, result):
+        self.progress.setValue(100)
+        if isinstance(result, RefitResult):
+            self._refit_done(result)
+            return
+        self.result = result
+        self.cases = self._pending_cases
+        self._opts = self._pending_opts
+        self.model.set_frame(self._shown(result))
+        self.table_view.resizeColumnsToContents()
+        n_ok = len(result.ranking)
+        what = "slices" if result.by == "slice" else "cases"
+        n_cases = len(self.cases) - len(result.failed)
+        msg = f"ranked {n_ok} {what} of {n_cases} case(s) in {result.seconds:.1f} s"
+        if result.failed:
+            msg += f"; {len(result.failed)} case(s) failed (listed at the end)"
+        self.status.setText(msg)
+        self._update_buttons()
+        self.ranked.emit(result)
+
+    @staticmethod
+    def _shown(result):
+        ranking = result.ranking.copy()
+        ranking["status"] = "ranked"
+        ranking["error"] = ""
+        failed = pd.DataFrame({"case": [c for c, _ in result.failed], "status": "failed",
+                               "error": [e for _, e in result.failed]})
+        table = pd.concat([ranking, failed], ignore_index=True) if len(failed) else ranking
+        table["rank"] = [("" if pd.isna(r) else int(r)) for r in table["rank"]]
+        if "slice" in table.columns:
+            table["slice"] = [("" if pd.isna(s) else int(s)) for s in table["slice"]]
+        cols = [c for c in SHOWN if c in table.columns]
+        return table[cols]
+
+    def shown_table(self):
+        """The ranking exactly as shown (columns and row order)."""
+        return self.model.frame
+
+    # -- opening a case --------------------------------------------------------------------------
+    def open_row(self, row):
+        """Open the case of table row ``row`` (and go to its slice); returns the added layers."""
+        frame = self.model.frame
+        if not 0 <= row < len(frame):
+            return []
+        self.table_view.selectRow(row)
+        slice_ = frame["slice"].iloc[row] if "slice" in frame.columns else ""
+        return self.open_case(str(frame["case"].iloc[row]), None if slice_ == "" else int(slice_))
+
+    def open_case(self, name, slice_index=None):
+        """Show case ``name``: its softmax (probabilities) and ground truth; earlier ones close."""
+        from napari.layers import Layer
+
+        from ..io.layers import read_layers
+
+        case = self.cases.get(name)
+        if case is None:
+            self._error(f"unknown case {name!r}")
+            return []
+        for layer in self._opened:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._opened = []
+        try:
+            tuples = [(t, "softmax") for t in read_layers(case.softmax, kind="probabilities")]
+            if case.gt is not None:
+                tuples += [(t, "gt") for t in read_layers(case.gt, kind="labels")]
+        except ValueError as exc:
+            self._error(f"cannot open case {name}: {exc}")
+            return []
+        added = []
+        for (data, meta, kind), role in tuples:
+            meta = {**meta, "name": f"{name} {role}"}
+            meta["metadata"] = {**meta.get("metadata", {}), _OPENED: name}
+            if role == "softmax":
+                # a volume of 3 or 4 slices along its last axis is not an RGB(A) image
+                meta.update(visible=True, rgb=False)
+            layer = Layer.create(data, meta, kind)
+            self.viewer.add_layer(layer)
+            added.append(layer)
+        self._opened = added
+        self.viewer.reset_view()
+        if slice_index is not None:
+            self._go_to_slice(added[0], slice_index)
+        self.status.setText(f"opened {name}" + ("" if slice_index is None else f", slice {slice_index}"))
+        return added
+
+    def _go_to_slice(self, layer, k):
+        """Show slice ``k`` along the ranking's slice axis of the case file (as stored)."""
+        nsp = layer.ndim - 1  # probabilities: class axis first
+        axis = self._opts["slice_axis"] % nsp
+        meta = layer.metadata
+        if "original_affine" in meta:  # NIfTI, reoriented on reading: map through the affines
+            from nibabel.orientations import io_orientation
+
+            shape = meta["nifti_shape"][:nsp]
+            stored = np.array([(s - 1) / 2 for s in shape] + [1.0])
+            stored[axis] = k
+            world = np.asarray(meta["original_affine"]) @ stored
+            idx = np.linalg.solve(np.asarray(meta["affine"]), world)[:nsp]
+            dim = int(io_orientation(np.asarray(meta["original_affine"]))[axis, 0])
+            value = idx[dim]
+        else:
+            dim, value = axis, float(k)
+        world_point = np.asarray(layer.data_to_world(np.r_[0.0, np.eye(nsp)[dim] * value]))
+        offset = self.viewer.dims.ndim - layer.ndim
+        vdim = offset + 1 + dim
+        others = [d for d in range(self.viewer.dims.ndim) if d != vdim]
+        self.viewer.dims.order = (*others[:-2], vdim, *others[-2:])
+        self.viewer.dims.set_point(vdim, world_point[1 + dim])
+
+    # -- export ----------------------------------------------------------------------------------
+    def export_csv(self, path=None):
+        """Write the ranking as shown to ``path`` (asks when None), atomically."""
+        from ..io.results import atomic_path
+
+        if self.result is None:
+            self._error("nothing to export: rank cases first")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export ranking", "ranking.csv", "CSV (*.csv)")
+            if not path:
+                return None
+        try:
+            with atomic_path(path) as tmp:
+                self.model.frame.to_csv(tmp, index=False)
+        except OSError as exc:
+            self._error(f"cannot write {path}: {exc}")
+            return None
+        self.status.setText(f"exported {len(self.model.frame)} rows to {path}")
+        return Path(path)
+
+    # -- refit -----------------------------------------------------------------------------------
+    def refit(self):
+        """Refit the model on its training data plus the cases that now have ground truth."""
+        from ..core.meta_dataset import MetaDataset
+        from .meta import dataset_path
+
+        opts = self.options()
+        try:
+            clf, reg, model_path = self._models()
+            labelled = [c for c in self._find_cases() if c.gt is not None]
+        except ValueError as exc:
+            self._error(f"cannot refit: {exc}")
+            return None
+        if not labelled:
+            self._error("cannot refit: no case has ground truth yet (add <case>_gt files beside the "
+                        "softmax files, or gt.* in the case folders)")
+            return None
+        ref = clf if clf is not None else reg
+        min_interior = ref.provenance_[-1].get("min_interior") if getattr(ref, "provenance_", None) else None
+        min_interior = 1 if min_interior is None else int(min_interior)
+        base, note = None, "refitted on the new cases only (no training data beside the model)"
+        if model_path and dataset_path(model_path).is_file():
+            try:
+                base = MetaDataset.load(dataset_path(model_path), min_interior=min_interior)
+                note = (f"training data {dataset_path(model_path).name} ({len(base.cases)} cases) "
+                        "plus the new cases")
+            except (ValueError, OSError) as exc:
+                note = f"training data {dataset_path(model_path).name} unreadable ({exc}): new cases only"
+        return self._start(refit_job, "refitting", labelled, clf, reg, base_dataset=base,
+                           mode="slices" if opts["mode"] == "slices" else opts["mode"],
+                           slice_axis=opts["slice_axis"], min_interior=min_interior, note=note)
+
+    def _refit_done(self, result):
+        self.refit_result = result
+        self.model_edit.setText("")  # rank again with the session's (refitted) model
+        self.session.set_models(result.classifier, result.regressor, None)
+        self.status.setText(f"refitted: {result.note}; added {', '.join(result.added_cases)}. "
+                            "The session now uses it (not saved); press Rank cases to rank again")
+        self._update_buttons()
+        self.refitted.emit(result)
+
+    def save_model(self, path=None):
+        """Save the refitted models and their training data (asks for a path when None)."""
+        from ..core.meta_io import save_models
+        from .meta import dataset_path
+
+        if self.refit_result is None:
+            self._error("no refitted model to save")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save refitted meta model", "metaseg_model.json.gz",
+                                                  "MetaSeg model (*.json.gz *.json)")
+            if not path:
+                return None
+        r = self.refit_result
+        try:
+            path = save_models(path, r.classifier, r.regressor)
+            r.dataset.save(dataset_path(path))
+        except (ValueError, TypeError, OSError) as exc:
+            self._error(f"cannot save the model to {path}: {exc}")
+            return None
+        if self.session.classifier is r.classifier and self.session.regressor is r.regressor:
+            self.session.model_path = str(path)
+        self.status.setText(f"saved to {path}")
+        self._show_model_info()
+        return path
+
+    # -- state -----------------------------------------------------------------------------------
+    def _show_model_info(self):
+        s = self.session
+        if not s.has_models:
+            self.model_label.setText("session: no model (train or load one in the meta-model panel)")
+            return
+        parts = []
+        for role, m in (("classifier", s.classifier), ("regressor", s.regressor)):
+            if m is not None:
+                cases = list(getattr(m, "training_cases_", []))
+                shown = ", ".join(cases[:4]) + (" …" if len(cases) > 4 else "")
+                parts.append(f"{role} {m.kind} ({len(m.provenance_)} fit(s); {len(cases)} cases: {shown})")
+        where = s.model_path or "not saved"
+        self.model_label.setText("session: " + "; ".join(parts) + f" — {where}")
+
+    def _update_buttons(self):
+        idle = self.worker is None
+        self.export_button.setEnabled(idle and self.result is not None)
+        self.refit_button.setEnabled(idle)
+        self.save_button.setEnabled(idle and self.refit_result is not None)
+
+    def closeEvent(self, event):
+        if self.worker is not None:
+            self.worker.quit()
+        try:
+            self.session.models_changed.disconnect(self._show_model_info)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        super().closeEvent(event)
