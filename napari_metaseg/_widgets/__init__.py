@@ -3,5 +3,6 @@
 from .active_learning import ActiveLearningWidget
 from .analysis import AnalysisWidget
 from .overlay import OverlayWidget
+from .review import ReviewWidget
 
-__all__ = ["ActiveLearningWidget", "AnalysisWidget", "OverlayWidget"]
+__all__ = ["ActiveLearningWidget", "AnalysisWidget", "OverlayWidget", "ReviewWidget"]

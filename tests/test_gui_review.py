@@ -1,0 +1,243 @@
+"""The review queue in a real viewer on the brain sample: find, navigate, decide, lock, restore."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(autouse=True)
+def _private_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_METASEG_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("NAPARI_METASEG_REVIEW_DIR", str(tmp_path / "user"))
+
+
+def _brain_review(make_napari_viewer, show=False):
+    from napari_metaseg.__main__ import axial_view
+
+    viewer = make_napari_viewer(show=show)
+    viewer.open_sample("napari-metaseg", "brain3d")
+    axial_view(viewer)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "Label-error review")
+    assert widget.probs_combo.currentText() == "brain softmax"
+    assert widget.gt_combo.currentText() == "brain ground truth"
+    return viewer, widget
+
+
+def _find(qtbot, widget):
+    with qtbot.waitSignal(widget.ready, timeout=120_000):
+        widget.find_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+
+
+def _expected_view(viewer, widget, i):
+    """World (z slider, camera centre) the proposal ``i`` should be shown at."""
+    gt = viewer.layers["brain ground truth"]
+    rec = widget.store.proposals[i]
+    mask = widget._voxels(rec)
+    coords = np.argwhere(mask)
+    centroid = np.asarray(rec["centroid"])
+    point = coords[np.argmin(((coords - centroid) ** 2).sum(1))]
+    assert mask[tuple(point)]
+    return np.asarray(gt.data_to_world(point)), np.asarray(gt.data_to_world(centroid)), rec
+
+
+def _assert_shown(viewer, widget, i):
+    world, world_c, rec = _expected_view(viewer, widget, i)
+    assert widget.current == i
+    # the probabilities add a leading class axis: the GT's axes are viewer axes 1..3; z is axis 3
+    assert viewer.dims.displayed == (2, 1)
+    assert viewer.dims.point[3] == pytest.approx(world[2])
+    if rec.get("slice") is not None:
+        assert world[2] == pytest.approx(viewer.layers["brain ground truth"].data_to_world(
+            [0, 0, rec["slice"]])[2])
+    np.testing.assert_allclose(_camera(viewer).center[-2:], [world_c[1], world_c[0]], atol=1e-6)
+    # the highlight holds exactly the proposal's voxels, the box encloses them on this slice
+    hl = viewer.layers["review: proposal"].data
+    np.testing.assert_array_equal(hl > 0, widget._voxels(rec))
+    box = viewer.layers["review: box"].data[0]
+    n = len(rec["bbox"]) // 2
+    lo, hi = np.asarray(rec["bbox"][:n]), np.asarray(rec["bbox"][n:])
+    assert np.all(box[:, :2].min(0) < lo[:2]) and np.all(box[:, :2].max(0) > hi[:2] - 1)
+    assert np.all(box[:, 2] == world[2] / 2 - (-71.5) / 2)  # voxel z of the slice
+
+
+def _camera(viewer):
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _press(qtbot, viewer, key, modifier=Qt.NoModifier):
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, key, modifier)
+
+
+def test_review_queue_end_to_end_on_the_brain_sample(make_napari_viewer, qtbot, tmp_path):
+    from napari_metaseg._sample_data import SAMPLE_DIR
+    from napari_metaseg._widgets.review import ReviewWidget
+    from napari_metaseg.io.layers import read_layers
+    from napari_metaseg.io.review import file_sha256, reviews_dir
+
+    viewer, widget = _brain_review(make_napari_viewer)
+    layers_before = [la.name for la in viewer.layers]
+    # no model yet: a clear message, nothing changed
+    widget.find_button.click()
+    assert "no meta classifier" in widget.status.text() and widget.worker is None
+    assert [la.name for la in viewer.layers] == layers_before
+    assert not reviews_dir().exists() or not list(reviews_dir().iterdir())
+
+    widget.load_sample_model()
+    assert "sub-01" in widget.model_label.text()
+    _find(qtbot, widget)
+    store = widget.store
+    sidecar = store.path
+    assert sidecar.parent == reviews_dir()  # the package's sample folder is not written into
+    n = len(store.proposals)
+    assert n > 100 and "proposals in" in widget.status.text()
+    queue = widget.queue()
+    assert queue["id"].tolist() == list(range(n))
+    assert np.all(np.diff(queue["score"].astype(float).to_numpy()) <= 0)  # ranked
+    assert {"kind", "class", "score", "size", "slice", "decision"} <= set(queue.columns)
+    _assert_shown(viewer, widget, 0)
+
+    # buttons and keys move dims and camera to the proposal
+    widget.next_button.click()
+    _assert_shown(viewer, widget, 1)
+    widget.next_button.click()
+    _assert_shown(viewer, widget, 2)
+    widget.prev_button.click()
+    _assert_shown(viewer, widget, 1)
+    _press(qtbot, viewer, Qt.Key_K)
+    _assert_shown(viewer, widget, 0)
+    _press(qtbot, viewer, Qt.Key_J)
+    _press(qtbot, viewer, Qt.Key_J)
+    _assert_shown(viewer, widget, 2)
+    widget.go_to(0)
+
+    # decisions are on disk at once (button, then keys); the queue advances
+    widget.note_edit.setText("missing CSF label")
+    widget.decision_buttons["label_error"].click()
+    doc = json.loads(sidecar.read_text())
+    assert doc["proposals"][0]["decision"] == "label_error"
+    assert doc["proposals"][0]["note"] == "missing CSF label"
+    _assert_shown(viewer, widget, 1)
+    _press(qtbot, viewer, Qt.Key_2, Qt.AltModifier)
+    _press(qtbot, viewer, Qt.Key_3, Qt.AltModifier)
+    doc = json.loads(sidecar.read_text())
+    assert [p["decision"] for p in doc["proposals"][:4]] == ["label_error", "not_error", "unsure", None]
+    assert widget.queue()["decision"].tolist()[:4] == ["Label error", "Not an error", "Unsure", ""]
+
+    # a second panel on the same case is refused (read-only view) and writes nothing
+    other = ReviewWidget(viewer)
+    qtbot.addWidget(other)
+    other.load_sample_model()
+    _find(qtbot, other)
+    assert "open in another viewer" in other.status.text() and "READ-ONLY" in other.status.text()
+    assert other.store.read_only and not other.decision_buttons["label_error"].isEnabled()
+    before = sidecar.read_bytes()
+    other.go_to(3)
+    assert other.decide("label_error") is None
+    assert sidecar.read_bytes() == before
+    other.close()
+
+    # fix the label in place, then write it back as a new file; the original stays
+    gt_layer = viewer.layers["brain ground truth"]
+    original = SAMPLE_DIR / "brain3d_gt.nii.gz"
+    original_sha = file_sha256(original)
+    rec = store.proposals[0]
+    mask = widget._voxels(rec)
+    edited = np.asarray(gt_layer.data).copy()
+    edited[mask] = rec["class"]
+    gt_layer.data = edited
+    assert widget.save_corrected_gt(original) is None  # the original: refused without the choice
+    assert "the original ground truth" in widget.status.text()
+    out = widget.save_corrected_gt(tmp_path / "brain_gt_fixed.nii.gz")
+    (back, meta, _), = read_layers(out, kind="labels")
+    np.testing.assert_array_equal(back, gt_layer.data)
+    np.testing.assert_array_equal(meta["metadata"]["original_affine"],
+                                  gt_layer.metadata["original_affine"])
+    assert file_sha256(original) == original_sha
+    assert json.loads(sidecar.read_text())["corrections"][0]["path"] == str(out.resolve())
+
+    # exports equal the decisions
+    csv_path = widget.export("csv", tmp_path / "r.csv")
+    json_path = widget.export("json", tmp_path / "r.json")
+    import pandas as pd
+
+    got = pd.read_csv(csv_path, keep_default_na=False)["decision"].tolist()
+    assert got[:4] == ["label_error", "not_error", "unsure", ""] and len(got) == n
+    assert [p["decision"] for p in json.loads(json_path.read_text())["proposals"]][:3] == got[:3]
+
+    # closing the panel releases the lock and unbinds the keys; reopening restores the review
+    widget.close()
+    assert not sidecar.with_name(sidecar.name + ".lock").exists()
+    assert "review: proposal" not in viewer.layers
+    from napari.utils.key_bindings import coerce_keybinding
+
+    assert coerce_keybinding("J") not in viewer.keymap
+    again = ReviewWidget(viewer)
+    qtbot.addWidget(again)
+    _find(qtbot, again)  # no model needed to restore
+    assert "restored" in again.status.text() and not again.store.read_only
+    assert again.queue()["decision"].tolist()[:4] == ["Label error", "Not an error", "Unsure", ""]
+    assert again.current == 3  # the first undecided proposal
+    _assert_shown(viewer, again, 3)
+    again.close()
+
+
+def test_cancel_changes_nothing(make_napari_viewer, qtbot, monkeypatch):
+    from napari_metaseg._widgets import review
+    from napari_metaseg.io.review import reviews_dir
+
+    gate, reached = threading.Event(), threading.Event()
+    original = review._find
+
+    def held(*args, **kwargs):
+        gen = original(*args, **kwargs)
+        yield next(gen)
+        reached.set()
+        gate.wait(30)
+        return (yield from gen)
+
+    monkeypatch.setattr(review, "_find", held)
+    viewer, widget = _brain_review(make_napari_viewer)
+    widget.load_sample_model()
+    before = [la.name for la in viewer.layers]
+    widget.find_button.click()
+    assert widget.find_button.text() == "Cancel"
+    worker = widget.worker
+    qtbot.waitUntil(reached.is_set, timeout=30_000)
+    with qtbot.waitSignal(worker.aborted, timeout=30_000):
+        widget.find_button.click()
+        gate.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert [la.name for la in viewer.layers] == before
+    assert "cancelled" in widget.status.text() and widget.store is None
+    assert not reviews_dir().exists() or not list(reviews_dir().iterdir())  # no file, no lock
+    assert widget.find_button.text() == "Find label errors"
+
+
+def test_errors_are_shown_and_change_nothing(make_napari_viewer, qtbot):
+    from napari_metaseg.io.review import case_identity, sidecar_path
+
+    viewer, widget = _brain_review(make_napari_viewer)
+    widget.load_sample_model()
+    gt_layer = viewer.layers["brain ground truth"]
+    case = case_identity(gt_layer.data, probs_shape=(98, 116, 78, 4),
+                         gt_path=gt_layer.metadata["source"])
+    path = sidecar_path(case)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": "napari-metaseg-review", "format_version": 1, "case": {')
+    before = [la.name for la in viewer.layers]
+    widget.find_button.click()
+    assert "is not valid JSON" in widget.status.text() and widget.worker is None
+    assert path.read_text().endswith('"case": {') and [la.name for la in viewer.layers] == before
+    assert not path.with_name(path.name + ".lock").exists()
+    # wrong shapes
+    viewer.add_labels(np.zeros((10, 10, 10), np.uint8), name="small gt")
+    widget.gt_combo.setCurrentText("small gt")
+    widget.find_button.click()
+    assert "not the same case" in widget.status.text() and widget.worker is None
