@@ -95,5 +95,104 @@ def meta_panel(app, out="docs"):
     viewer.close()
 
 
+def review_queue(app, out="docs"):
+    """The label-error review queue on the brain sample: sample model, proposals found, three
+    decisions made, a proposal highlighted on its slice (sidecar in a temporary folder)."""
+    import os
+    import tempfile
+
+    import napari
+    from qtpy.QtCore import Qt
+
+    from napari_metaseg.__main__ import axial_view
+
+    os.environ["NAPARI_METASEG_REVIEW_DIR"] = tempfile.mkdtemp()  # not the user's own reviews
+    viewer = napari.Viewer(title="napari-metaseg", show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample("napari-metaseg", "brain3d")
+    axial_view(viewer)
+    viewer.layers["brain ground truth"].visible = True
+    dock, panel = viewer.window.add_plugin_dock_widget("napari-metaseg", "Label-error review")
+    panel.load_sample_model()
+    panel.find()
+    wait(app, panel)
+    for decision in ("label_error", "not_error", "unsure", "not_error"):
+        panel.decide(decision)
+    # show a proposal large enough to see at this zoom
+    big = next(p["id"] for p in panel.store.proposals if p["size"] >= 40 and not p["decision"])
+    panel.go_to(big)
+    viewer.window._qt_window.resizeDocks([dock], [560], Qt.Horizontal)
+    cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    cam.zoom *= 1.6
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+    save(viewer, Path(out) / "gui_review_queue.png")
+    print(panel.status.text())
+    viewer.close()
+
+
+def active_learning_panel(app, out="docs", data="../shared/data/brain"):
+    """The active-learning panel ranking the slices of brain sub-02 (no GT given) with a meta model
+    trained on sub-01 (full resolution, slice-wise); the worst slice opened."""
+    import tempfile
+    import time as _time
+
+    import napari
+    from qtpy.QtCore import Qt
+
+    from napari_metaseg._widgets._session import session_for
+    from napari_metaseg._widgets.meta import dataset_path
+    from napari_metaseg.core import MetaClassifier, MetaDataset, MetaRegressor, save_models, segment_metrics
+    from napari_metaseg.io.cases import Case, read_case
+
+    data = Path(data)
+    if not (data / "sub-01").is_dir():
+        print(f"skipped gui_active_learning.png: no {data}")
+        return
+    tmp = Path(tempfile.mkdtemp())
+    t0 = _time.perf_counter()
+    sub01 = data / "sub-01"
+    probs, gt, _ = read_case(Case("sub-01", sub01 / "softmax_rf.nii.gz", sub01 / "gt.nii.gz"))
+    ds = MetaDataset().add("sub-01", segment_metrics(probs, gt, mode="slices")[1])
+    clf = MetaClassifier(kind="lasso", random_state=0).fit(ds)
+    reg = MetaRegressor(random_state=0).fit(ds)
+    model = save_models(tmp / "brain_sub01.json.gz", clf, reg)
+    ds.save(dataset_path(model))
+    print(f"model trained on sub-01 in {_time.perf_counter() - t0:.1f} s")
+    (tmp / "cases" / "sub-02").mkdir(parents=True)
+    # sub-02 as an unlabelled case: its softmax only
+    (tmp / "cases" / "sub-02" / "softmax_rf.nii.gz").symlink_to(
+        (data / "sub-02" / "softmax_rf.nii.gz").resolve())
+
+    viewer = napari.Viewer(title="napari-metaseg", show=True)
+    viewer.window._qt_window.resize(1800, 1000)
+    session_for(viewer).set_models(clf, reg, str(model))
+    dock, panel = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg active learning")
+    panel.inputs_edit.setText(str(tmp / "cases"))
+    panel.mode_combo.setCurrentText("slices")
+    t0 = _time.perf_counter()
+    panel.rank()
+    wait(app, panel)
+    print(f"ranked {len(panel.shown_table())} slices in {_time.perf_counter() - t0:.1f} s "
+          f"({panel.status.text()})")
+    panel.open_row(0)
+    viewer.layers["sub-02 softmax"].colormap = "magma"
+    viewer.dims.set_point(0, 1)  # class 1 (CSF) probability
+    viewer.window._qt_window.resizeDocks([dock], [620], Qt.Horizontal)
+    panel.table_view.selectRow(0)
+    viewer.reset_view()
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+    save(viewer, Path(out) / "gui_active_learning.png")
+    viewer.close()
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if len(sys.argv) > 1 and sys.argv[1] == "active_learning":
+        from qtpy.QtWidgets import QApplication
+
+        active_learning_panel(QApplication.instance() or QApplication(sys.argv), *sys.argv[2:])
+    else:
+        main(*sys.argv[1:])
