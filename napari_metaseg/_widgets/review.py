@@ -574,6 +574,7 @@ class ReviewWidget(QWidget):
         self.model._values[i, col] = frame.iat[i, col]
         idx = self.model.index(i, col)
         self.model.dataChanged.emit(idx, idx)
+        self.table_view.resizeColumnToContents(col)
 
     def _update_buttons(self):
         have = self.store is not None and bool(self.store.proposals) and self.worker is None
@@ -660,12 +661,14 @@ class ReviewWidget(QWidget):
         data = np.zeros(gt_layer.data.shape, np.uint8)
         if mask is not None:
             data[mask] = 1
-        if HIGHLIGHT in self.viewer.layers:
-            self.viewer.layers[HIGHLIGHT].data = data
-        else:
-            cmap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0),
-                                                   1: (1.0, 0.1, 0.9, 1.0)})
-            self.viewer.add_labels(data, name=HIGHLIGHT, opacity=0.8, colormap=cmap, **common)
+        # Measured: replacing the data of the existing layer left the canvas showing the first
+        # proposal (napari 0.9.2, Xvfb); a fresh layer per proposal is drawn right.
+        for name in (HIGHLIGHT, BOX):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        cmap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0),
+                                               1: (1.0, 0.1, 0.9, 1.0)})
+        self.viewer.add_labels(data, name=HIGHLIGHT, opacity=0.8, colormap=cmap, **common)
         bbox = rec.get("bbox")
         if bbox is None:
             return
@@ -686,12 +689,8 @@ class ReviewWidget(QWidget):
             v[a], v[b] = ya, yb
             corners.append(v)
         box = np.asarray(corners)
-        if BOX in self.viewer.layers:
-            self.viewer.layers[BOX].data = [box]
-            self.viewer.layers[BOX].shape_type = ["rectangle"]
-        else:
-            self.viewer.add_shapes([box], shape_type="rectangle", name=BOX, edge_color="yellow",
-                                   face_color="transparent", edge_width=0.6, **common)
+        self.viewer.add_shapes([box], shape_type="rectangle", name=BOX, edge_color="yellow",
+                               face_color="transparent", edge_width=0.6, **common)
         self.viewer.layers.selection.active = gt_layer  # ready to fix the label in place
 
     # -- decisions ---------------------------------------------------------------------------------
