@@ -132,43 +132,6 @@ def review_queue(app, out="docs"):
     viewer.close()
 
 
-def review_queue(app, out="docs"):
-    """The label-error review queue on the brain sample: sample model, proposals found, three
-    decisions made, a proposal highlighted on its slice (sidecar in a temporary folder)."""
-    import os
-    import tempfile
-
-    import napari
-    from qtpy.QtCore import Qt
-
-    from napari_metaseg.__main__ import axial_view
-
-    os.environ["NAPARI_METASEG_REVIEW_DIR"] = tempfile.mkdtemp()  # not the user's own reviews
-    viewer = napari.Viewer(title="napari-metaseg", show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    viewer.open_sample("napari-metaseg", "brain3d")
-    axial_view(viewer)
-    viewer.layers["brain ground truth"].visible = True
-    dock, panel = viewer.window.add_plugin_dock_widget("napari-metaseg", "Label-error review")
-    panel.load_sample_model()
-    panel.find()
-    wait(app, panel)
-    for decision in ("label_error", "not_error", "unsure", "not_error"):
-        panel.decide(decision)
-    # show a proposal large enough to see at this zoom
-    big = next(p["id"] for p in panel.store.proposals if p["size"] >= 40 and not p["decision"])
-    panel.go_to(big)
-    viewer.window._qt_window.resizeDocks([dock], [560], Qt.Horizontal)
-    cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-    cam.zoom *= 1.6
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.02)
-    save(viewer, Path(out) / "gui_review_queue.png")
-    print(panel.status.text())
-    viewer.close()
-
-
 def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     """The active-learning panel ranking the slices of brain sub-02 (no GT given) with a meta model
     trained on sub-01 (full resolution, slice-wise); the worst slice opened."""
