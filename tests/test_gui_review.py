@@ -241,3 +241,111 @@ def test_errors_are_shown_and_change_nothing(make_napari_viewer, qtbot):
     widget.gt_combo.setCurrentText("small gt")
     widget.find_button.click()
     assert "not the same case" in widget.status.text() and widget.worker is None
+
+
+def _is_magenta(rgb):
+    return rgb[0] > 0.6 and rgb[2] > 0.55 and rgb[1] < 0.35
+
+
+def test_highlight_is_drawn_on_the_canvas(make_napari_viewer, qtbot):
+    """The proposal's voxels are magenta on the canvas (not only in the layer's data)."""
+    from _gui_helpers import canvas_rgb_oriented, deep_pixel
+
+    viewer, widget = _brain_review(make_napari_viewer, show=True)
+    viewer.layers["brain ground truth"].visible = True  # the highlight must win over the GT
+    widget.load_sample_model()
+    _find(qtbot, widget)
+    # a sizeable proposal, so its deepest voxel lies well inside it on the canvas
+    i = max(range(min(50, len(widget.store.proposals))),
+            key=lambda k: widget.store.proposals[k]["size"])
+    widget.go_to(i)
+    rec = widget.store.proposals[i]
+    mask = widget._voxels(rec)
+    z = int(widget._proposal_point(rec, mask)[0][2])  # a voxel: integral
+    r, c = deep_pixel(mask[:, :, z])
+    gt = viewer.layers["brain ground truth"]
+    world = gt.data_to_world([r, c, z])
+    assert viewer.dims.point[3] == pytest.approx(world[2])
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    # displayed viewer axes (2, 1): rows are the GT's axis 1, columns its axis 0
+    rgb = canvas_rgb_oriented(viewer, shot, (world[1], world[0]))
+    assert _is_magenta(rgb), rgb
+    # and not magenta beside the proposal, 4 voxels beyond its box
+    n = len(rec["bbox"]) // 2
+    lo, hi = rec["bbox"][0], rec["bbox"][n]
+    r2 = hi + 3 if hi + 3 < mask.shape[0] else lo - 4
+    assert not mask[r2, c, z]
+    w2 = gt.data_to_world([r2, c, z])
+    assert not _is_magenta(canvas_rgb_oriented(viewer, shot, (w2[1], w2[0])))
+
+
+def _hand_made_proposals(widget, viewer):
+    """Three proposals as find_label_errors may return them: a segment, a "region" without
+    segment or GT-object id (NA in both), and a kind this panel does not know, without voxels."""
+    import pandas as pd
+
+    gt = np.asarray(viewer.layers["brain ground truth"].data)
+    region = np.zeros(gt.shape, bool)
+    region[40:46, 50:53, 30] = True
+    seg_vox = np.zeros(gt.shape, bool)
+    seg_vox[20:22, 30:33, 40] = True
+    return pd.DataFrame({
+        "case": ["brain", "brain", "brain"],
+        "kind": ["segment", "region", "blob"],
+        "class": [1, 2, 3],
+        "index": pd.array([7, pd.NA, pd.NA], dtype="Int64"),
+        "gt_object": [np.nan, np.nan, np.nan],
+        "score": [0.9, 0.8, 0.7],
+        "size": [6, 18, 4],
+        "slice": [40, 30, 12],
+        "bbox": [[20, 30, 40, 22, 33, 41], [40, 50, 30, 46, 53, 31], [60, 60, 12, 62, 62, 13]],
+        "centroid": [[20.5, 31.0, 40.0], [42.5, 51.0, 30.0], [60.5, 60.5, 12.0]],
+        "voxels": [np.flatnonzero(seg_vox), np.flatnonzero(region), None],
+    }), region
+
+
+def test_region_proposals_with_missing_ids(make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    """Any kind is shown; NA ids are empty cells and nulls; highlights come from the voxels."""
+    import napari_metaseg.core as core
+    from napari_metaseg._widgets.review import ReviewWidget
+    from napari_metaseg.io.review import runs_to_mask
+
+    viewer, widget = _brain_review(make_napari_viewer)
+    table, region = _hand_made_proposals(widget, viewer)
+    monkeypatch.setattr(core, "find_label_errors", lambda *a, **k: table.copy())
+    widget.load_sample_model()
+    _find(qtbot, widget)
+    queue = widget.queue()
+    assert queue["kind"].tolist() == ["segment", "region", "blob"]
+    col = list(queue.columns).index("kind")
+    assert widget.model.data(widget.model.index(1, col)) == "region"
+    assert set(queue.columns) >= {"slice", "size", "class"}
+    doc = json.loads(widget.store.path.read_text())
+    p = doc["proposals"]
+    assert [q["index"] for q in p] == [7, None, None] and [q["gt_object"] for q in p] == [None] * 3
+    np.testing.assert_array_equal(runs_to_mask(p[1]["runs"], region.shape), region)
+    assert "runs" not in p[2]
+    csv_rows = widget.export("csv", tmp_path / "r.csv").read_text()
+    assert "region" in csv_rows and "nan" not in csv_rows.lower() and "<NA>" not in csv_rows
+
+    widget.go_to(1)
+    hl = viewer.layers["review: proposal"].data
+    np.testing.assert_array_equal(hl > 0, region)
+    assert viewer.dims.point[3] == pytest.approx(viewer.layers["brain ground truth"].data_to_world(
+        [0, 0, 30])[2])
+    # no voxels and no id: the box and the slice from bbox / centroid, no highlight, no error
+    widget.go_to(2)
+    assert not viewer.layers["review: proposal"].data.any()
+    assert "review: box" in viewer.layers
+    assert viewer.dims.point[3] == pytest.approx(viewer.layers["brain ground truth"].data_to_world(
+        [0, 0, 12])[2])
+
+    # restored from the sidecar (no model, no find_label_errors): the same voxels
+    widget.close()
+    again = ReviewWidget(viewer)
+    qtbot.addWidget(again)
+    _find(qtbot, again)
+    assert "restored 3 proposals" in again.status.text()
+    again.go_to(1)
+    np.testing.assert_array_equal(viewer.layers["review: proposal"].data > 0, region)
+    again.close()

@@ -27,8 +27,15 @@ def save(viewer, path):
     if shot.shape[1] > 1400:
         shot = (rescale(shot, 1400 / shot.shape[1], channel_axis=-1, anti_aliasing=True) * 255)
         shot = shot.astype(np.uint8)
-    # a 256-colour palette keeps the PNG small; the overlay colours survive it
-    Image.fromarray(shot).quantize(colors=128, dither=Image.Dither.NONE).save(path, optimize=True)
+    # A 128-colour palette keeps the PNG small, but median cut drops colours that cover few
+    # pixels: it turned the magenta review highlight (~800 px) into the GT's lavender. Keep the
+    # palette only when no pixel moves by more than a shade; else save the RGB image.
+    img = Image.fromarray(shot)
+    pal = img.quantize(colors=128, dither=Image.Dither.NONE)
+    err = np.abs(np.asarray(pal.convert("RGB"), np.int16) - shot.astype(np.int16)).max(-1)
+    (pal if err.max() <= 40 else img).save(path, optimize=True)
+    if err.max() > 40:
+        print(f"{path}: the palette would change {int((err > 40).sum())} pixels: saved as RGB")
     print(path, Path(path).stat().st_size // 1024, "KiB")
 
 
@@ -118,9 +125,14 @@ def review_queue(app, out="docs"):
     wait(app, panel)
     for decision in ("label_error", "not_error", "unsure", "not_error"):
         panel.decide(decision)
-    # show the largest undecided proposal among the top 20 (the table keeps the decisions in view)
-    top = [p for p in panel.store.proposals[:20] if not p["decision"]]
-    panel.go_to(max(top, key=lambda p: p["size"])["id"])
+    # show the best-ranked proposal a reviewer recognises on the slice (>= 40 voxels; the top of
+    # the queue is mostly slivers of a few voxels), else the largest of the top 50
+    props = panel.store.proposals
+    big = [p for p in props if not p["decision"] and p["size"] >= 40]
+    pick = big[0] if big else max(props[:50], key=lambda p: p["size"])
+    panel.go_to(pick["id"])
+    print(f"shown: proposal #{pick['id']} ({pick['kind']}, class {pick['class']}, "
+          f"{pick['size']} voxels, slice {pick.get('slice')}, score {pick['score']:.3f})")
     viewer.window._qt_window.resizeDocks([dock], [560], Qt.Horizontal)
     cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     cam.zoom *= 1.3
@@ -190,9 +202,10 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "active_learning":
+    if len(sys.argv) > 1 and sys.argv[1] in ("active_learning", "review_queue"):
         from qtpy.QtWidgets import QApplication
 
-        active_learning_panel(QApplication.instance() or QApplication(sys.argv), *sys.argv[2:])
+        func = active_learning_panel if sys.argv[1] == "active_learning" else review_queue
+        func(QApplication.instance() or QApplication(sys.argv), *sys.argv[2:])
     else:
         main(*sys.argv[1:])

@@ -108,9 +108,12 @@ def _find(probs, gt, *, seg, table, classifier, case_id, mode, slice_axis, ignor
         table = table.copy()
         table.insert(0, "case", case_id) if "case" not in table else table.__setitem__("case", case_id)
         yield 0.75, "metrics"
+        # the voxels go into the sidecar (run-length coded): every kind, also ones without a
+        # segment or GT-object id (``"region"``), is highlighted exactly, also after a restore
         found = find_label_errors(table, classifier, maps={case_id: (probs, gt, seg)},
                                   allow_training_cases=allow_training_cases, mode=mode,
-                                  slice_axis=slice_axis, ignore_index=ignore_index)
+                                  slice_axis=slice_axis, ignore_index=ignore_index,
+                                  return_voxels=True)
     yield 0.9, "proposals"
     gt_objects, _ = label_segments(gt, mode=mode, slice_axis=slice_axis)
     return found, seg, gt_objects
@@ -563,6 +566,8 @@ class ReviewWidget(QWidget):
         cols = [c for c in SHOWN if c in t.columns]
         shown = t[cols].copy()
         shown["decision"] = shown["decision"].map(lambda d: DECISION_TEXT.get(d, "")).astype(object)
+        # missing values (a "region" proposal has no segment id; a 3D one no slice) show empty
+        shown = shown.astype(object).where(shown.notna(), "")
         self.model.set_frame(shown)
         self.table_view.resizeColumnsToContents()
 
@@ -606,15 +611,33 @@ class ReviewWidget(QWidget):
         self._centre(rec, mask)
 
     def _voxels(self, rec):
+        """The proposal's voxels (bool mask of the GT's shape), or None when unknown.
+
+        From the stored runs when there are any (any kind); else from the segment / GT-object
+        id of the kinds that have one. Ids may be missing (None): never assumed.
+        """
+        from ..io.review import runs_to_mask
+
+        shape = None
+        for lab in (self._seg, self._gt_objects):
+            if lab is not None:
+                shape = lab.shape
+                break
+        if shape is None and self._gt_layer is not None:
+            shape = self._gt_layer.data.shape
+        runs = rec.get("runs")
+        if runs is not None and shape is not None:
+            return runs_to_mask(runs, shape)
         bbox = rec.get("bbox")
         if bbox is None:
             return None
         n = len(bbox) // 2
         sl = tuple(slice(bbox[k], bbox[k + n]) for k in range(n))
-        if rec["kind"] == "segment" and self._seg is not None:
-            ids, lab = rec["index"], self._seg
-        elif rec["kind"] == "gt_object" and self._gt_objects is not None:
-            ids, lab = rec["gt_object"], self._gt_objects
+        kind, seg_id, obj_id = rec.get("kind"), rec.get("index"), rec.get("gt_object")
+        if kind == "segment" and seg_id is not None and self._seg is not None:
+            ids, lab = seg_id, self._seg
+        elif kind == "gt_object" and obj_id is not None and self._gt_objects is not None:
+            ids, lab = obj_id, self._gt_objects
         else:
             return None
         mask = np.zeros(lab.shape, bool)
@@ -622,8 +645,15 @@ class ReviewWidget(QWidget):
         return mask
 
     def _proposal_point(self, rec, mask):
-        """A voxel of the proposal nearest its centroid (the right slice even for curved shapes)."""
+        """A voxel of the proposal nearest its centroid (the right slice even for curved shapes).
+
+        Without voxels: the centroid, else the centre of the bounding box, else None.
+        """
         c = rec.get("centroid")
+        if c is None and rec.get("bbox") is not None:
+            bbox = np.asarray(rec["bbox"], float)
+            n = len(bbox) // 2
+            c = (bbox[:n] + bbox[n:] - 1) / 2
         if mask is None or not mask.any():
             return None if c is None else np.asarray(c, float), None if c is None else np.asarray(c, float)
         coords = np.argwhere(mask)

@@ -64,6 +64,9 @@ DECISIONS = ("label_error", "not_error", "unsure")
 #: Proposal fields kept in the sidecar (the columns of ``find_label_errors``).
 PROPOSAL_FIELDS = ("case", "kind", "class", "index", "gt_object", "score", "size", "slice", "bbox",
                    "centroid")
+#: Proposal fields holding counts or ids: stored as JSON integers (None when missing), even when
+#: a missing value made pandas hold the column as floats.
+INTEGER_FIELDS = ("class", "index", "gt_object", "size", "slice")
 #: Test hook: seconds to sleep half-way through writing the temporary file.
 SLOW_WRITE_ENV = "NAPARI_METASEG_REVIEW_SLOW_WRITE"
 
@@ -307,13 +310,49 @@ def _json_value(v):
     return str(v) if not isinstance(v, str) else v
 
 
+def voxel_runs(flat) -> list:
+    """Run-length code of flat voxel indices: ``[[start, length], ...]`` over the sorted indices."""
+    v = np.unique(np.asarray(flat, np.int64).ravel())
+    if v.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(v) != 1) + 1
+    starts = v[np.r_[0, breaks]]
+    lengths = np.diff(np.r_[0, breaks, v.size])
+    return [[int(a), int(n)] for a, n in zip(starts, lengths, strict=True)]
+
+
+def runs_to_mask(runs, shape):
+    """The boolean mask of ``shape`` (C order) whose voxels :func:`voxel_runs` coded."""
+    mask = np.zeros(int(np.prod(shape)), bool)
+    for start, length in runs:
+        mask[int(start):int(start) + int(length)] = True
+    return mask.reshape(shape)
+
+
+def _int_or_none(v):
+    v = _json_value(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
 def proposals_to_records(table) -> list:
-    """JSON-safe proposal records (``id`` = rank) from a ``find_label_errors`` table."""
+    """JSON-safe proposal records (``id`` = rank) from a ``find_label_errors`` table.
+
+    Missing values (``None``, NaN, ``pd.NA``, e.g. ``index`` and ``gt_object`` of a ``"region"``
+    proposal) become ``None``; any ``kind`` string is kept. A ``voxels`` column (flat indices,
+    ``return_voxels=True``) is stored run-length coded as ``runs`` (see :func:`voxel_runs`), so a
+    restored review highlights each proposal exactly whatever its kind.
+    """
     cols = [c for c in PROPOSAL_FIELDS if c in table.columns]
+    voxels = table["voxels"].tolist() if "voxels" in table.columns else None
     out = []
     for i, row in enumerate(table[cols].itertuples(index=False, name=None)):
         rec = {"id": i}
-        rec.update({c: _json_value(v) for c, v in zip(cols, row, strict=True)})
+        rec.update({c: _int_or_none(v) if c in INTEGER_FIELDS else _json_value(v)
+                    for c, v in zip(cols, row, strict=True)})
+        if voxels is not None and voxels[i] is not None:
+            rec["runs"] = voxel_runs(voxels[i])
         rec.update(decision=None, note="", decided_at=None)
         out.append(rec)
     return out
