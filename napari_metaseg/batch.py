@@ -203,7 +203,9 @@ def rank_task(case: Case, settings: dict, model_path, threads=None) -> dict:
     ``n_segments``; ``size``; ``iou_adj_pred_mean``, the mean predicted IoU_adj weighted by
     segment size (NaN without a regressor); ``share_likely_wrong``, the share of segments with
     P(IoU_adj = 0) > 0.5 (NaN without a classifier); and, with ground truth, ``iou_adj_mean``,
-    the size-weighted mean of the true IoU_adj. The driver orders the rows with
+    the size-weighted mean of the true IoU_adj. Segments of the class ``settings["background"]``
+    (default 0; None keeps every class) are left out of all of these, and a case without any
+    other segment gets NaN (ranked last). The driver orders the rows with
     :func:`~napari_metaseg.core.active_learning.order_ranking`.
 
     Examples
@@ -217,7 +219,8 @@ def rank_task(case: Case, settings: dict, model_path, threads=None) -> dict:
 
         _, table, _ = _compute(case, settings)
         clf, reg, _ = load_models(model_path, table=table)
-        row = predicted_quality({case.name: table}, (clf, reg), by="case").iloc[0]
+        row = predicted_quality({case.name: table}, (clf, reg), by="case",
+                                background=settings.get("background", 0)).iloc[0]
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k != "case"}
 
     return _run_guarded(work, case, threads)

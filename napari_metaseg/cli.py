@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rank", help="order cases by predicted quality (worst first) for review")
     p.add_argument("model", metavar="MODEL", help="model file written by `train`")
     _add_case_options(p, out_help="CSV file", resumable=False)
+    p.add_argument("--keep-background", action="store_true",
+                   help="count the background (class 0) segments in the ranking too (default: left "
+                        "out, so the large background segment does not decide the order)")
 
     p = sub.add_parser("label-errors", help="likely label errors in the ground truth, most likely first",
                        description="Rank places where the ground truth of each case is probably wrong: "
@@ -322,7 +325,8 @@ def _cmd_rank(args):
     model, _ = _check_model(args.model)
     cases = _collect_cases(args)
     out = Path(args.out)
-    results = _execute(args, rank_task, cases, (_settings(args), model), "rank")
+    settings = {**_settings(args), "background": None if args.keep_background else 0}
+    results = _execute(args, rank_task, cases, (settings, model), "rank")
     ok = [r for r in results if r["status"] == "done"]
     # the order of the cases as given, whatever order the workers finished in: ties stay stable
     position = {c.name: i for i, c in enumerate(cases)}

@@ -22,6 +22,7 @@ def hand_table():
     return pd.DataFrame({
         "case": ["a", "a", "a", "b", "b", "c"],
         "index": [1, 2, 3, 1, 2, 1],
+        "class": [1, 2, 1, 1, 1, 2],  # no background segment: background=0 changes nothing
         "S": [6, 2, 2, 1, 3, 4],
         "iou_adj_pred": [1.0, 0.5, 0.0, 0.2, 0.8, 0.7],
         "p_iou0": [0.1, 0.6, 0.9, 0.7, 0.2, 0.4],
@@ -82,6 +83,7 @@ def test_ranking_by_slice():
     t = pd.DataFrame({
         "case": ["v", "v", "v", "w", "w", "w"],
         "slice": [0, 0, 1, 0, 2, 2],
+        "class": [1, 1, 1, 1, 1, 1],
         "S": [3, 1, 5, 2, 1, 1],
         "iou_adj_pred": [1.0, 0.0, 0.4, 0.9, 0.5, 0.5],
         "p_iou0": [0.0, 0.8, 0.3, 0.1, 0.2, 0.2],
@@ -106,7 +108,7 @@ def test_with_models_equals_predict_table_and_reports_true_quality():
     clf = MetaClassifier(kind="logistic", random_state=0).fit(train)
     reg = MetaRegressor(random_state=0).fit(train)
     cases = {f"c{i}": synthetic_metrics_table(30 + 10 * i, random_state=10 + i) for i in range(4)}
-    r = rank_cases(cases, (clf, reg))
+    r = rank_cases(cases, (clf, reg), background=None)  # every segment (see the background test)
     for _, row in r.iterrows():
         p = predict_table(cases[row["case"]], clf, reg)
         w = p["S"].to_numpy(float)
@@ -119,7 +121,7 @@ def test_with_models_equals_predict_table_and_reports_true_quality():
     assert rank_cases(cases, reg)["case"].tolist() == r["case"].tolist()
     # predictions already in the table are replaced by the model's
     stale = {k: v.assign(iou_adj_pred=1.0, p_iou0=0.0) for k, v in cases.items()}
-    pd.testing.assert_frame_equal(rank_cases(stale, (clf, reg)), r)
+    pd.testing.assert_frame_equal(rank_cases(stale, (clf, reg), background=None), r)
 
 
 def test_errors_are_clear():
@@ -193,3 +195,94 @@ def test_cli_rank_lists_cases_in_the_rank_cases_order(tmp_path):
     np.testing.assert_allclose(cli["share_p_iou0_gt_05"], core["share_likely_wrong"], rtol=1e-12)
     np.testing.assert_allclose(cli["priority"], core["priority"], rtol=1e-9)
     assert cli["rank"].tolist() == list(range(1, 7))
+
+
+def background_table():
+    """Two slices of case v and one of w, with a large background (class 0) segment each.
+
+    v slice 0: background S=100 pred 1.0 p 0.0; class 1 S=2 pred 0.5 p 0.7; class 2 S=2 pred 0.0 p 0.9
+               -> without background (1 + 0) / 4 = 0.25, share 2/2 = 1.0, true (2 * 0 + 2 * 0.5) / 4
+               -> with it (100 + 1 + 0) / 104 = 0.9712, share 2/3
+    v slice 1: background only (S=50, pred 0.2, p 0.8) -> NaN without background; 0.2 and 1 with
+    w slice 0: background S=10 pred 0.9 p 0.1; class 1 S=6 pred 0.8 p 0.2
+               -> without background 0.8, share 0; with it (9 + 4.8) / 16 = 0.8625, share 0
+    """
+    return pd.DataFrame({
+        "case": ["v", "v", "v", "v", "w", "w"],
+        "slice": [0, 0, 0, 1, 0, 0],
+        "class": [0, 1, 2, 0, 0, 1],
+        "S": [100, 2, 2, 50, 10, 6],
+        "iou_adj_pred": [1.0, 0.5, 0.0, 0.2, 0.9, 0.8],
+        "p_iou0": [0.0, 0.7, 0.9, 0.8, 0.1, 0.2],
+        "iou_adj": [1.0, 0.0, 0.5, 0.0, 1.0, np.nan],
+    })
+
+
+def test_background_segments_are_left_out_and_empty_slices_rank_last():
+    t = background_table()
+    s = predicted_quality(t)  # background=0 is the default
+    assert list(zip(s["case"], s["slice"], strict=True)) == [("v", 0), ("v", 1), ("w", 0)]
+    np.testing.assert_allclose(s["iou_adj_pred_mean"], [0.25, np.nan, 0.8], rtol=1e-12)
+    np.testing.assert_allclose(s["share_likely_wrong"], [1.0, np.nan, 0.0], rtol=1e-12)
+    # true IoU_adj: v0 (2 * 0 + 2 * 0.5) / 4; w0's only non-background value is NaN
+    np.testing.assert_allclose(s["iou_adj_mean"], [0.25, np.nan, np.nan], rtol=1e-12)
+    assert s["n_segments"].tolist() == [2, 0, 1] and s["size"].tolist() == [4, 0, 6]
+    r = rank_cases(t)
+    # v0 (0.25) before w0 (0.8); the background-only slice v1 last, whatever its prediction
+    assert list(zip(r["case"], r["slice"], strict=True)) == [("v", 0), ("w", 0), ("v", 1)]
+    assert np.isnan(r["priority"].iloc[-1]) and r["rank"].tolist() == [1, 2, 3]
+    # and last also when the share decides (share_weight = 1)
+    r1 = rank_cases(t, share_weight=1.0)
+    assert list(zip(r1["case"], r1["slice"], strict=True)) == [("v", 0), ("w", 0), ("v", 1)]
+
+    # None keeps every class: the background decides, v0 falls behind w0
+    k = predicted_quality(t, background=None)
+    np.testing.assert_allclose(k["iou_adj_pred_mean"], [101 / 104, 0.2, 13.8 / 16], rtol=1e-12)
+    np.testing.assert_allclose(k["share_likely_wrong"], [2 / 3, 1.0, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(k["iou_adj_mean"], [101 / 104, 0.0, 1.0], rtol=1e-12)
+    rk = rank_cases(t, background=None)
+    assert list(zip(rk["case"], rk["slice"], strict=True)) == [("v", 1), ("w", 0), ("v", 0)]
+
+    # another class id as background; by case pools the slices (v: classes 0 and 2 counted)
+    b1 = predicted_quality(t, by="case", background=1)
+    np.testing.assert_allclose(b1["iou_adj_pred_mean"], [(100 + 0 + 10) / 152, 0.9], rtol=1e-12)
+    # every slice background only: all NaN, input order, no error
+    only_bg = rank_cases(t[t["class"] == 0])
+    assert only_bg["iou_adj_pred_mean"].isna().all()
+    assert list(zip(only_bg["case"], only_bg["slice"], strict=True)) == [("v", 0), ("v", 1), ("w", 0)]
+
+
+def test_background_errors():
+    t = background_table()
+    with pytest.raises(ValueError, match=r"no 'class' column.*background=None"):
+        predicted_quality(t.drop(columns="class"))
+    assert len(predicted_quality(t.drop(columns="class"), background=None)) == 3
+    with pytest.raises(TypeError, match="background must be an int"):
+        predicted_quality(t, background="0")
+    with pytest.raises(TypeError, match="background must be an int"):
+        predicted_quality(t, background=True)
+
+
+def test_cli_rank_keep_background(tmp_path):
+    from test_cli import write_npy_cases
+
+    from napari_metaseg.cli import main
+    from napari_metaseg.core import load_models, segment_metrics
+
+    write_npy_cases(tmp_path / "train", 3, shape=(48, 48))
+    assert main(["metrics", str(tmp_path / "train"), "--out", str(tmp_path / "m"), "-q"]) == 0
+    model = tmp_path / "model.json.gz"
+    assert main(["train", str(tmp_path / "m"), "--min-interior", "0", "--out", str(model)]) == 0
+    arrays = write_npy_cases(tmp_path / "new", 4, shape=(48, 48), first_seed=30)
+    clf, reg, _ = load_models(model)
+    tables = {name: segment_metrics(p, gt)[1] for name, (p, gt) in arrays.items()}
+    for extra, background in (([], 0), (["--keep-background"], None)):
+        out = tmp_path / f"rank{len(extra)}.csv"
+        assert main(["rank", str(model), str(tmp_path / "new"), "--out", str(out), "-q", *extra]) == 0
+        cli = pd.read_csv(out)
+        core = rank_cases(tables, (clf, reg), background=background)
+        assert cli["case"].tolist() == core["case"].tolist()
+        np.testing.assert_allclose(cli["iou_adj_pred_mean"], core["iou_adj_pred_mean"], rtol=1e-9)
+        assert cli["n_segments"].tolist() == core["n_segments"].tolist()
+    assert (pd.read_csv(tmp_path / "rank1.csv")["n_segments"].sum()
+            > pd.read_csv(tmp_path / "rank0.csv")["n_segments"].sum())

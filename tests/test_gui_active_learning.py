@@ -126,13 +126,18 @@ def test_ranks_cases_worst_first_opens_them_and_exports(make_napari_viewer, qtbo
     assert shown["case"].tolist() == expected["case"].tolist()
     np.testing.assert_allclose(shown["iou_adj_pred_mean"].astype(float), expected["iou_adj_pred_mean"])
 
-    # clicking a row opens that case's softmax; the next click replaces it
+    # clicking a row opens that case: its image beside the softmax (bottom), the softmax (hidden:
+    # its class axis would be a slider) and the predicted labels; the next click replaces them
+    image = np.random.default_rng(0).random(arrays["c"][0].shape[:2]).astype(np.float32)
+    np.save(tmp_path / "cases" / "c_image.npy", image)
     _click_row(qtbot, panel, 1)
-    assert [la.name for la in viewer.layers] == ["c softmax"]
+    assert [la.name for la in viewer.layers] == ["c image", "c softmax", "c prediction"]
     np.testing.assert_allclose(viewer.layers["c softmax"].data, np.moveaxis(arrays["c"][0], -1, 0), atol=1e-6)
-    assert viewer.layers["c softmax"].visible
+    np.testing.assert_array_equal(viewer.layers["c image"].data, image)
+    assert not viewer.layers["c softmax"].visible and viewer.layers["c prediction"].visible
+    np.testing.assert_array_equal(viewer.layers["c prediction"].data, arrays["c"][0].argmax(-1))
     _click_row(qtbot, panel, 3)
-    assert [la.name for la in viewer.layers] == ["a softmax"]
+    assert [la.name for la in viewer.layers] == ["a softmax", "a prediction"]
     assert panel.table_view.selectionModel().selectedRows()[0].row() == 3
 
     # export writes the table as shown
@@ -264,9 +269,30 @@ def test_ranking_slices_of_a_volume_and_opening_one(make_napari_viewer, qtbot, m
     assert list(shown.columns[:3]) == ["rank", "case", "slice"]
     assert "iou_adj_mean" in shown.columns  # the volume has ground truth
     layers = panel.open_row(0)
-    assert [la.name for la in layers] == ["v softmax", "v gt"]
+    assert [la.name for la in layers] == ["v softmax", "v prediction", "v gt"]
     # the probabilities are (class, y, x, z): the slice axis z is a slider at slice 2
     assert viewer.layers["v softmax"].ndim == 4  # not taken for RGBA (4 slices)
     assert viewer.dims.point[3] == 2
     assert 3 not in viewer.dims.displayed
     np.testing.assert_array_equal(viewer.layers["v gt"].data, np.stack([g for _, g in slices], axis=2))
+
+
+def test_background_is_left_out_unless_counted(make_napari_viewer, qtbot, model_file, tmp_path):
+    from napari_metaseg.core import load_models, rank_cases, segment_metrics
+
+    arrays = write_unlabelled(tmp_path / "cases")
+    _, panel = _panel(make_napari_viewer, model_file, tmp_path / "cases")
+    assert not panel.background_box.isChecked()  # left out by default
+    clf, reg, _ = load_models(model_file)
+    tables = {k: segment_metrics(p)[1] for k, (p, _) in arrays.items()}
+    for keep, background in ((False, 0), (True, None)):
+        panel.background_box.setChecked(keep)
+        _rank(qtbot, panel)
+        shown = panel.shown_table()
+        expected = rank_cases(tables, (clf, reg), background=background)
+        assert shown["case"].tolist() == expected["case"].tolist()
+        np.testing.assert_allclose(shown["iou_adj_pred_mean"].astype(float), expected["iou_adj_pred_mean"])
+        assert shown["n_segments"].astype(int).tolist() == expected["n_segments"].tolist()
+    # every synthetic case has one background segment: counted only when asked
+    n_bg = {k: int((t["class"] == 0).sum()) for k, t in tables.items()}
+    assert all(n > 0 for n in n_bg.values())

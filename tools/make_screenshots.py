@@ -146,7 +146,8 @@ def review_queue(app, out="docs"):
 
 def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     """The active-learning panel ranking the slices of brain sub-02 (no GT given) with a meta model
-    trained on sub-01 (full resolution, slice-wise); the worst slice opened."""
+    trained on sub-01 (full resolution, slice-wise, background segments left out); the top-ranked
+    slice opened over the T1 image with the predicted labels."""
     import tempfile
     import time as _time
 
@@ -173,9 +174,9 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     ds.save(dataset_path(model))
     print(f"model trained on sub-01 in {_time.perf_counter() - t0:.1f} s")
     (tmp / "cases" / "sub-02").mkdir(parents=True)
-    # sub-02 as an unlabelled case: its softmax only
-    (tmp / "cases" / "sub-02" / "softmax_rf.nii.gz").symlink_to(
-        (data / "sub-02" / "softmax_rf.nii.gz").resolve())
+    # sub-02 as an unlabelled case: its softmax and its T1 image (opened beside it), no GT
+    for name in ("softmax_rf.nii.gz", "t1.nii.gz"):
+        (tmp / "cases" / "sub-02" / name).symlink_to((data / "sub-02" / name).resolve())
 
     viewer = napari.Viewer(title="napari-metaseg", show=True)
     viewer.window._qt_window.resize(1800, 1000)
@@ -188,12 +189,25 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     wait(app, panel)
     print(f"ranked {len(panel.shown_table())} slices in {_time.perf_counter() - t0:.1f} s "
           f"({panel.status.text()})")
+    print(panel.shown_table().head(5).to_string(index=False))
+    # the top-ranked slice: T1, predicted labels (argmax; the softmax layer stays hidden)
     panel.open_row(0)
-    viewer.layers["sub-02 softmax"].colormap = "magma"
-    viewer.dims.set_point(0, 1)  # class 1 (CSF) probability
+    viewer.layers["sub-02 prediction"].opacity = 0.6
     viewer.window._qt_window.resizeDocks([dock], [620], Qt.Horizontal)
     panel.table_view.selectRow(0)
     viewer.reset_view()
+    # zoom onto the slice's predicted foreground: what the ranking rated
+    pred = viewer.layers["sub-02 prediction"]
+    z_axis = viewer.dims.ndim - 1 if 3 not in viewer.dims.displayed else None
+    if z_axis is not None:
+        k = int(round(pred.world_to_data(viewer.dims.point[1:])[2]))
+        fg = np.argwhere(pred.data[:, :, k] > 0)
+        if len(fg):
+            c = pred.data_to_world([*fg.mean(0), k])
+            cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+            disp = [ax - 1 for ax in viewer.dims.displayed]
+            cam.center = tuple(c[d] for d in disp)
+            cam.zoom *= 4
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)

@@ -22,6 +22,7 @@ import pandas as pd
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -43,7 +44,10 @@ MODES = ("auto", "2d", "3d", "slices")
 BY = ("auto", "case", "slice")
 SHOWN = ("rank", "case", "slice", "iou_adj_pred_mean", "share_likely_wrong", "n_segments", "size",
          "iou_adj_mean", "status", "error")
-DEFAULTS = {"inputs": "", "model_file": "", "mode": "auto", "slice_axis": -1, "by": "auto"}
+DEFAULTS = {"inputs": "", "model_file": "", "mode": "auto", "slice_axis": -1, "by": "auto",
+            "keep_background": False}
+#: Stems of an image file beside a case's softmax (``<folder>/t1.nii.gz``, ``<case>_image.npy``).
+IMAGE_STEMS = ("image", "img", "t1", "t1w", "t2", "flair", "raw")
 #: Minimum seconds between progress updates of the panel (a repaint recomposites the window).
 PROGRESS_INTERVAL = 0.25
 _OPENED = "active_learning_case"
@@ -57,6 +61,26 @@ def _error_text(exc):
 # ================================================================================================
 # Work done in the worker thread (no Qt, no layers)
 # ================================================================================================
+def image_beside(case):
+    """The image file of ``case`` beside its softmax, or None.
+
+    ``<case>_<stem>.<ext>`` next to a ``<case>_softmax`` file, or ``<stem>.<ext>`` in a case
+    folder, for ``stem`` in :data:`IMAGE_STEMS` (first match in that order).
+    """
+    from ..io.layers import SUFFIXES, suffix_of
+
+    folder = case.softmax.parent
+    stem = case.softmax.name[: -len(suffix_of(case.softmax.name))]
+    prefix = "" if stem.lower().startswith("softmax") else f"{case.name}_"
+    files = {p.name.lower(): p for p in folder.iterdir() if p.is_file() and suffix_of(p.name) in SUFFIXES}
+    for want in IMAGE_STEMS:
+        for low, path in sorted(files.items()):
+            suf = suffix_of(low)
+            if low[: len(low) - len(suf)] == f"{prefix}{want}".lower():
+                return path
+    return None
+
+
 @dataclass
 class RankResult:
     ranking: pd.DataFrame
@@ -65,10 +89,12 @@ class RankResult:
     seconds: float = 0.0
 
 
-def rank_job(cases, classifier, regressor, *, mode="auto", slice_axis=-1, by="case"):
+def rank_job(cases, classifier, regressor, *, mode="auto", slice_axis=-1, by="case", background=0):
     """Generator: yields ``(fraction, stage)`` per case; returns a :class:`RankResult`.
 
     Ground truth, where a case has it, is used too (the ranking then shows ``iou_adj_mean``).
+    Segments of class ``background`` are left out (None keeps them), see
+    :func:`napari_metaseg.core.active_learning.predicted_quality`.
     """
     from ..core import segment_metrics
     from ..core.active_learning import order_ranking, predicted_quality
@@ -85,7 +111,8 @@ def rank_job(cases, classifier, regressor, *, mode="auto", slice_axis=-1, by="ca
             del probs, gt
             if by == "slice" and "slice" not in table.columns:
                 table = table.assign(slice=0)  # a 2D image is one slice
-            rows.append(predicted_quality({case.name: table}, (classifier, regressor), by=by))
+            rows.append(predicted_quality({case.name: table}, (classifier, regressor), by=by,
+                                          background=background))
         except MemoryError:
             failed.append((case.name, "MemoryError: the case does not fit in memory"))
         except Exception as exc:  # one bad case must not stop the run
@@ -199,11 +226,16 @@ class ActiveLearningWidget(QWidget):
         mode_row.addWidget(QLabel("rank by"))
         mode_row.addWidget(self.by_combo, stretch=1)
         self._slice_axis = int(opts["slice_axis"])
+        self.background_box = QCheckBox("count background (class 0) segments")
+        self.background_box.setChecked(bool(opts["keep_background"]))
+        self.background_box.setToolTip("off (default): the background segments are left out, so the one "
+                                       "large background segment of a slice does not decide its rank")
 
         form = QFormLayout()
         form.addRow("cases", inputs_row)
         form.addRow("model", model_row)
         form.addRow("segment as", mode_row)
+        form.addRow("", self.background_box)
 
         self.rank_button = QPushButton("Rank cases")
         self.rank_button.clicked.connect(self.rank_or_cancel)
@@ -223,8 +255,9 @@ class ActiveLearningWidget(QWidget):
         self.table_view.clicked.connect(lambda index: self.open_row(index.row()))
         legend = QLabel("worst predicted quality first: iou_adj_pred_mean = mean predicted IoU_adj "
                         "weighted by segment size; share_likely_wrong = share of segments with "
-                        "P(IoU_adj = 0) > 0.5; iou_adj_mean = true value where ground truth exists. "
-                        "Click a row to open the case.")
+                        "P(IoU_adj = 0) > 0.5; iou_adj_mean = true value where ground truth exists; "
+                        "background (class 0) segments left out unless counted, cases or slices "
+                        "without other segments last (nan). Click a row to open the case.")
         legend.setWordWrap(True)
 
         self.export_button = QPushButton("Export CSV…")
@@ -282,7 +315,8 @@ class ActiveLearningWidget(QWidget):
         if by == "auto":
             by = "slice" if mode == "slices" else "case"
         return {"inputs": self.inputs_edit.text().strip(), "model_file": self.model_edit.text().strip(),
-                "mode": mode, "slice_axis": self._slice_axis, "by": by}
+                "mode": mode, "slice_axis": self._slice_axis, "by": by,
+                "keep_background": self.background_box.isChecked()}
 
     def _error(self, message):
         from napari.utils.notifications import show_error
@@ -335,7 +369,8 @@ class ActiveLearningWidget(QWidget):
         self._pending_cases = {c.name: c for c in cases}
         self._pending_opts = opts
         return self._start(rank_job, "ranking", cases, clf, reg, mode=opts["mode"],
-                           slice_axis=opts["slice_axis"], by=opts["by"])
+                           slice_axis=opts["slice_axis"], by=opts["by"],
+                           background=None if opts["keep_background"] else 0)
 
     def _start(self, job, what, *args, **kwargs):
         from napari.qt.threading import create_worker
@@ -434,8 +469,14 @@ class ActiveLearningWidget(QWidget):
         return self.open_case(str(frame["case"].iloc[row]), None if slice_ == "" else int(slice_))
 
     def open_case(self, name, slice_index=None):
-        """Show case ``name``: its softmax (probabilities) and ground truth; earlier ones close."""
-        from napari.layers import Layer
+        """Show case ``name``; earlier ones close. Returns the added layers.
+
+        Layers, bottom to top: the image beside the softmax when there is one (see
+        :func:`image_beside`), the softmax (probabilities, hidden: its class axis is a slider;
+        the other panels work on it), the predicted labels (argmax of the softmax) and the
+        ground truth when there is one.
+        """
+        from napari.layers import Labels, Layer
 
         from ..io.layers import read_layers
 
@@ -447,27 +488,39 @@ class ActiveLearningWidget(QWidget):
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self._opened = []
+        image = image_beside(case)
         try:
-            tuples = [(t, "softmax") for t in read_layers(case.softmax, kind="probabilities")]
+            tuples = [(t, "image") for t in (read_layers(image, kind="image") if image else [])]
+            tuples += [(t, "softmax") for t in read_layers(case.softmax, kind="probabilities")]
             if case.gt is not None:
                 tuples += [(t, "gt") for t in read_layers(case.gt, kind="labels")]
         except ValueError as exc:
             self._error(f"cannot open case {name}: {exc}")
             return []
         added = []
+        softmax = None
         for (data, meta, kind), role in tuples:
             meta = {**meta, "name": f"{name} {role}"}
             meta["metadata"] = {**meta.get("metadata", {}), _OPENED: name}
             if role == "softmax":
                 # a volume of 3 or 4 slices along its last axis is not an RGB(A) image
-                meta.update(visible=True, rgb=False)
+                meta.update(visible=False, rgb=False)
             layer = Layer.create(data, meta, kind)
             self.viewer.add_layer(layer)
             added.append(layer)
+            if role == "softmax":
+                softmax = layer
+                # what the ranking rates: the predicted segmentation (class axis first)
+                spatial = {k: tuple(getattr(layer, k))[1:] for k in ("scale", "translate")}
+                pred = Labels(np.asarray(layer.data).argmax(0).astype(np.uint8), name=f"{name} prediction",
+                              opacity=0.5, metadata={_OPENED: name, "metaseg": {"kind": "prediction"}},
+                              **spatial)
+                self.viewer.add_layer(pred)
+                added.append(pred)
         self._opened = added
         self.viewer.reset_view()
-        if slice_index is not None:
-            self._go_to_slice(added[0], slice_index)
+        if slice_index is not None and softmax is not None:
+            self._go_to_slice(softmax, slice_index)
         self.status.setText(f"opened {name}" + ("" if slice_index is None else f", slice {slice_index}"))
         return added
 

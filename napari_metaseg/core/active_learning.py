@@ -9,6 +9,11 @@ volume segmented slice by slice:
 * ``share_likely_wrong``: the share of segments with P(IoU_adj = 0) > ``threshold`` (from the
   classifier): how many objects are probably false positives, whatever their size.
 
+Segments of the ``background`` class (default 0) are left out of both: the one large background
+segment of a slice would otherwise decide the size-weighted mean, and nearly empty edge slices
+(almost all background, predicted right) would rank by it. A case or slice without any other
+segment gets NaN and is ranked after all others.
+
 :func:`order_ranking` turns such a summary into the review order (worst predicted quality first)
 and :func:`rank_cases` does both. The command line (``napari-metaseg rank``) and the active
 learning panel use the same :func:`order_ranking`, so they list cases in the same order.
@@ -111,7 +116,15 @@ def _check_threshold(threshold):
 # ============================================================================================
 # Summary and order
 # ============================================================================================
-def predicted_quality(cases, model=None, *, by=None, threshold=0.5) -> pd.DataFrame:
+def _check_background(background):
+    if background is None:
+        return None
+    if isinstance(background, bool) or not isinstance(background, (int, np.integer)):
+        raise TypeError(f"background must be an int class id or None, got {type(background).__name__}")
+    return int(background)
+
+
+def predicted_quality(cases, model=None, *, by=None, threshold=0.5, background=0) -> pd.DataFrame:
     """Per-case (or per-slice) summary of the predicted segment quality, in input order.
 
     Parameters
@@ -129,15 +142,21 @@ def predicted_quality(cases, model=None, *, by=None, threshold=0.5) -> pd.DataFr
         ``slice`` column, else ``"case"``.
     threshold : float, default 0.5
         A segment is likely wrong when P(IoU_adj = 0) > threshold.
+    background : int or None, default 0
+        Segments of this (predicted) ``class`` are left out of every column (as in
+        :func:`~napari_metaseg.core.find_label_errors`, the class that is not an object).
+        None keeps every class.
 
     Returns
     -------
     pandas.DataFrame
-        ``case`` (str), ``slice`` (by slice), ``n_segments``, ``size`` (sum of ``S``),
-        ``iou_adj_pred_mean`` (mean of the predicted IoU_adj weighted by ``S``),
-        ``share_likely_wrong``, and ``iou_adj_mean`` (the same weighted mean of the true IoU_adj
-        over segments where it is finite) when the tables have ``iou_adj``. Rows in the order
-        their case (slice) first appears in ``cases``.
+        ``case`` (str), ``slice`` (by slice), ``n_segments`` and ``size`` (sum of ``S``) of the
+        segments counted (background left out), ``iou_adj_pred_mean`` (mean of the predicted
+        IoU_adj weighted by ``S``), ``share_likely_wrong``, and ``iou_adj_mean`` (the same
+        weighted mean of the true IoU_adj over segments where it is finite) when the tables have
+        ``iou_adj``. Every case (slice) of ``cases`` has a row, in the order it first appears; one
+        with background segments only has ``n_segments`` = ``size`` = 0 and NaN in the means and
+        the share (:func:`order_ranking` puts it last).
 
     Raises
     ------
@@ -145,21 +164,26 @@ def predicted_quality(cases, model=None, *, by=None, threshold=0.5) -> pd.DataFr
         ``cases`` or ``model`` of the wrong type.
     ValueError
         An empty table, a case without any segment (empty table in the dict), a missing
-        ``case``, ``S`` or ``slice`` column, predictions missing with ``model=None``, a model
-        whose features do not match the tables' metric columns, a threshold outside [0, 1).
+        ``case``, ``S`` or ``slice`` column, a missing ``class`` column with ``background``
+        set, predictions missing with ``model=None``, a model whose features do not match the
+        tables' metric columns, a threshold outside [0, 1).
 
     Example
     -------
-    >>> t = pd.DataFrame({"case": ["a", "a", "b"], "S": [3, 1, 2],
-    ...                   "iou_adj_pred": [1.0, 0.0, 0.5], "p_iou0": [0.1, 0.9, 0.2]})
-    >>> predicted_quality(t)[["case", "iou_adj_pred_mean", "share_likely_wrong"]]
-      case  iou_adj_pred_mean  share_likely_wrong
-    0    a               0.75                 0.5
-    1    b               0.50                 0.0
+    >>> t = pd.DataFrame({"case": ["a", "a", "a", "b"], "class": [1, 2, 0, 0], "S": [3, 1, 90, 2],
+    ...                   "iou_adj_pred": [1.0, 0.0, 1.0, 0.5], "p_iou0": [0.1, 0.9, 0.0, 0.2]})
+    >>> predicted_quality(t)[["case", "n_segments", "iou_adj_pred_mean", "share_likely_wrong"]]
+      case  n_segments  iou_adj_pred_mean  share_likely_wrong
+    0    a           2               0.75                 0.5
+    1    b           0                NaN                 NaN
     """
     table = _stack(cases)
     by = _resolve_by(table, by)
     threshold = _check_threshold(threshold)
+    background = _check_background(background)
+    if background is not None and "class" not in table.columns:
+        raise ValueError("cases has no 'class' column to leave out the background segments: pass "
+                         "metrics tables of segment_metrics, or background=None")
     if "S" not in table.columns:
         raise ValueError("cases has no 'S' (segment size) column: pass metrics tables of segment_metrics")
     if model is None:
@@ -186,33 +210,36 @@ def predicted_quality(cases, model=None, *, by=None, threshold=0.5) -> pd.DataFr
     size = table["S"].to_numpy(np.float64)
     if not np.all(np.isfinite(size)) or np.any(size <= 0):
         raise ValueError("cases['S'] must hold positive segment sizes")
+    # a background segment weighs 0 everywhere (kept as a row so its case/slice is listed)
+    keep = (np.ones(len(table), np.float64) if background is None
+            else (table["class"].to_numpy() != background).astype(np.float64))
     work = pd.DataFrame({"case": table["case"].astype(str).to_numpy()})
     if by == "slice":
         work["slice"] = table["slice"].to_numpy()
-    work["n_segments"] = 1
-    work["size"] = size
+    work["n_segments"] = keep
+    work["size"] = size * keep
     if has_pred:
-        work["_wpred"] = size * table["iou_adj_pred"].to_numpy(np.float64)
+        work["_wpred"] = np.where(keep > 0, size * table["iou_adj_pred"].to_numpy(np.float64), 0.0)
     if has_p:
-        work["_wrong"] = (table["p_iou0"].to_numpy(np.float64) > threshold).astype(np.float64)
+        work["_wrong"] = keep * (table["p_iou0"].to_numpy(np.float64) > threshold)
     has_gt = "iou_adj" in table.columns
     if has_gt:
         v = table["iou_adj"].to_numpy(np.float64, na_value=np.nan)
-        ok = np.isfinite(v)
+        ok = np.isfinite(v) & (keep > 0)
         work["_wgt"] = np.where(ok, size * np.where(ok, v, 0.0), 0.0)
         work["_sgt"] = np.where(ok, size, 0.0)
     sums = work.groupby(keys, sort=False).sum()
     out = sums.reset_index()[keys].copy()
-    out["n_segments"] = sums["n_segments"].to_numpy(np.int64)
+    out["n_segments"] = sums["n_segments"].to_numpy().astype(np.int64)
     out["size"] = sums["size"].to_numpy()
     if np.all(out["size"] == np.round(out["size"])):
         out["size"] = out["size"].astype(np.int64)
-    out["iou_adj_pred_mean"] = (sums["_wpred"].to_numpy() / sums["size"].to_numpy() if has_pred
-                                else np.nan)
-    out["share_likely_wrong"] = (sums["_wrong"].to_numpy() / sums["n_segments"].to_numpy() if has_p
-                                 else np.nan)
-    if has_gt:
-        with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # no counted segment: NaN
+        out["iou_adj_pred_mean"] = (sums["_wpred"].to_numpy() / sums["size"].to_numpy()
+                                    if has_pred else np.nan)
+        out["share_likely_wrong"] = (sums["_wrong"].to_numpy() / sums["n_segments"].to_numpy()
+                                     if has_p else np.nan)
+        if has_gt:
             out["iou_adj_mean"] = sums["_wgt"].to_numpy() / sums["_sgt"].to_numpy()
     return out
 
@@ -228,7 +255,9 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
        only and ``share_likely_wrong`` with those of the classifier only (a number in [0, 1];
        higher = review sooner);
     2. ties by ``iou_adj_pred_mean`` ascending, then ``share_likely_wrong`` descending;
-    3. remaining ties keep the order of ``summary`` (a stable sort).
+    3. remaining ties keep the order of ``summary`` (a stable sort);
+    4. rows whose ``priority`` is NaN (no segment counted, e.g. a slice holding background only,
+       see :func:`predicted_quality`) come after all others, in the order of ``summary``.
 
     With the default ``share_weight=0`` this is: lowest size-weighted predicted IoU_adj first,
     and among equal ones the case with the larger share of likely wrong segments.
@@ -248,7 +277,7 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
     Raises
     ------
     ValueError
-        Neither column present (or all NaN), an empty summary, ``share_weight`` outside [0, 1].
+        Neither column present, an empty summary, ``share_weight`` outside [0, 1].
 
     Example
     -------
@@ -273,7 +302,13 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
 
     quality, share = col("iou_adj_pred_mean"), col("share_likely_wrong")
     if quality is None and share is None:
-        raise ValueError("summary has neither iou_adj_pred_mean nor share_likely_wrong values to rank by")
+        if not {"iou_adj_pred_mean", "share_likely_wrong"} & set(summary.columns):
+            raise ValueError("summary has neither an iou_adj_pred_mean nor a share_likely_wrong column")
+        # every row is NaN (e.g. background only everywhere): nothing to order, input order kept
+        quality = summary["iou_adj_pred_mean"].to_numpy(np.float64, na_value=np.nan) \
+            if "iou_adj_pred_mean" in summary.columns else None
+        share = None if quality is not None else \
+            summary["share_likely_wrong"].to_numpy(np.float64, na_value=np.nan)
     if quality is not None and share is not None:
         priority = (1.0 - w) * (1.0 - quality) + w * share if w > 0 else 1.0 - quality
     elif quality is not None:
@@ -298,7 +333,8 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
     return out
 
 
-def rank_cases(cases, model=None, *, by=None, threshold=0.5, share_weight=0.0) -> pd.DataFrame:
+def rank_cases(cases, model=None, *, by=None, threshold=0.5, share_weight=0.0,
+               background=0) -> pd.DataFrame:
     """Order unlabelled cases (or slices) for annotation, worst predicted quality first.
 
     :func:`predicted_quality` followed by :func:`order_ranking` (see there for the columns and
@@ -319,6 +355,9 @@ def rank_cases(cases, model=None, *, by=None, threshold=0.5, share_weight=0.0) -
         P(IoU_adj = 0) above which a segment counts as likely wrong.
     share_weight : float, default 0.0
         Weight of ``share_likely_wrong`` in ``priority`` (0: only a tie-breaker).
+    background : int or None, default 0
+        Class whose segments are left out (None keeps every class); cases (slices) without any
+        other segment rank last with NaN.
 
     Returns
     -------
@@ -336,5 +375,5 @@ def rank_cases(cases, model=None, *, by=None, threshold=0.5, share_weight=0.0) -
     >>> ranking = rank_cases({"a": table_a, "b": table_b}, (clf, reg))  # doctest: +SKIP
     >>> ranking[["rank", "case", "iou_adj_pred_mean"]]  # doctest: +SKIP
     """
-    summary = predicted_quality(cases, model, by=by, threshold=threshold)
+    summary = predicted_quality(cases, model, by=by, threshold=threshold, background=background)
     return order_ranking(summary, share_weight=share_weight)
