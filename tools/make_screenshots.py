@@ -200,7 +200,7 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     pred = viewer.layers["sub-02 prediction"]
     z_axis = viewer.dims.ndim - 1 if 3 not in viewer.dims.displayed else None
     if z_axis is not None:
-        k = int(round(pred.world_to_data(viewer.dims.point[1:])[2]))
+        k = round(float(pred.world_to_data(viewer.dims.point[1:])[2]))
         fg = np.argwhere(pred.data[:, :, k] > 0)
         if len(fg):
             c = pred.data_to_world([*fg.mean(0), k])
