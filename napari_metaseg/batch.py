@@ -227,7 +227,7 @@ def rank_task(case: Case, settings: dict, model_path, threads=None) -> dict:
 
 
 def label_errors_task(case: Case, settings: dict, model_path, threshold=None, allow_training=False,
-                      threads=None) -> dict:
+                      min_size=1, threads=None) -> dict:
     """Likely label errors of one case (see :func:`napari_metaseg.core.label_errors.find_label_errors`).
 
     Returns the dict of :func:`metrics_task` with ``proposals``, the ranked proposals table
@@ -250,7 +250,8 @@ def label_errors_task(case: Case, settings: dict, model_path, threshold=None, al
         clf, _, _ = load_models(model_path, table=table)
         found = find_label_errors(_with_case(table, case.name), clf,
                                   maps={case.name: (probs, gt, seg)}, threshold=threshold,
-                                  allow_training_cases=allow_training, mode=settings["mode"],
+                                  allow_training_cases=allow_training, min_size=min_size,
+                                  mode=settings["mode"],
                                   slice_axis=settings["slice_axis"], ignore_index=settings["ignore_index"])
         return {"n_segments": len(table), "proposals": found}
 

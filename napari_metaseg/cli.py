@@ -147,12 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label-errors", help="likely label errors in the ground truth, most likely first",
                        description="Rank places where the ground truth of each case is probably wrong: "
                                    "predicted segments with IoU_adj = 0 that the model rates as right "
-                                   "(kind segment) and GT objects the confident prediction never gives "
-                                   "their class (kind gt_object). Writes one CSV over all cases.")
+                                   "(kind segment), GT objects the confident prediction never gives "
+                                   "their class (kind gt_object) and the remaining confident "
+                                   "disagreements (kind region). Writes one CSV over all cases.")
     p.add_argument("model", metavar="MODEL", help="model file written by `train` (needs a classifier)")
     _add_case_options(p, out_help="CSV file of ranked proposals", resumable=False)
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="keep proposals with score >= T (default: all candidates)")
+    p.add_argument("--min-size", type=int, default=1, metavar="N",
+                   help="leave out proposals of fewer than N voxels (default 1: all)")
     p.add_argument("--allow-training-cases", action="store_true",
                    help="also score cases the model was trained on (optimistic)")
 
@@ -351,6 +354,8 @@ def _cmd_label_errors(args):
     from .core.meta_io import load_models
     from .io.results import atomic_path
 
+    if args.min_size < 1:
+        raise UsageError(f"--min-size must be >= 1, got {args.min_size}")
     model, info = _check_model(args.model)
     if load_models(model)[0] is None:
         raise UsageError(f"model {model}: holds no classifier; train with --target both or classification")
@@ -362,7 +367,8 @@ def _cmd_label_errors(args):
                          "--allow-training-cases")
     out = Path(args.out)
     results = _execute(args, label_errors_task, cases,
-                       (_settings(args), model, args.threshold, args.allow_training_cases), "label-errors")
+                       (_settings(args), model, args.threshold, args.allow_training_cases, args.min_size),
+                       "label-errors")
     parts = [r["proposals"] for r in results if r["status"] == "done" and len(r["proposals"])]
     if parts:
         table = pd.concat(parts, ignore_index=True).sort_values("score", ascending=False, kind="stable")

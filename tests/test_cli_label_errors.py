@@ -32,8 +32,8 @@ def test_label_errors_command(tmp_path, capsys):
                  "--out", str(out), "-q"])
     assert code == 0
     table = pd.read_csv(out)
-    assert list(table.columns[:10]) == ["rank", "case", "kind", "class", "index", "gt_object",
-                                        "score", "size", "bbox", "centroid"]
+    assert list(table.columns[:11]) == ["rank", "case", "kind", "class", "predicted_class", "index",
+                                        "gt_object", "score", "size", "bbox", "centroid"]
     assert set(table["case"]) == {"c100", "c101"}
     assert table["score"].is_monotonic_decreasing and table["rank"].tolist() == list(range(1, len(table) + 1))
     assert (table["kind"] == "segment").sum() >= 5
@@ -41,6 +41,10 @@ def test_label_errors_command(tmp_path, capsys):
     assert main(["label-errors", str(tmp_path / "model.json"), str(tmp_path / "review"),
                  "--out", str(out), "--threshold", "0.5", "-q"]) == 0
     assert (pd.read_csv(out)["score"] >= 0.5).all()
+    assert main(["label-errors", str(tmp_path / "model.json"), str(tmp_path / "review"),
+                 "--out", str(out), "--min-size", "8", "-q"]) == 0
+    small = pd.read_csv(out)
+    assert len(small) and (small["size"] >= 8).all() and (table["size"] < 8).any()
     capsys.readouterr()
     code = main(["label-errors", str(tmp_path / "model.json"), str(tmp_path / "train"),
                  "--out", str(out), "-q"])

@@ -1,14 +1,17 @@
 """Label-error triage (Rottmann & Reese, WACV 2023): where is the ground truth probably wrong?
 
-Two kinds of proposal, ranked together by ``score`` (higher = more likely a label error):
+Three kinds of proposal, ranked together by ``score`` in [0, 1] (higher = more likely a label
+error); the *doubt* of a voxel is 1 - the prediction's probability of the label it has:
 
 * ``"segment"``: a predicted segment with IoU_adj = 0 against the labels under review, scored by
-  the meta classifier's P(IoU_adj > 0). The model thinks the segment is right; the label says it
-  is entirely wrong, so one of the two is, and the confident ones point at missing labels.
+  the meta classifier's P(IoU_adj > 0) times its mean doubt. The model thinks the segment is
+  right; the label says it is entirely wrong, so one of the two is, and the confident ones point
+  at missing labels.
 * ``"gt_object"``: a ground-truth object (connected component of one class, same connectivity
-  as the segments) that no predicted pixel of its class overlaps, scored by the mean of the
-  prediction's maximum probability over the object. The prediction confidently says something
-  else there: a possibly spurious or wrongly classed label.
+  as the segments) that no predicted pixel of its class overlaps, scored by its mean doubt: a
+  possibly spurious or wrongly classed label.
+* ``"region"``: what disagreement is left: connected voxels where prediction and label differ
+  (one class pair each), scored by their mean doubt: errors inside larger structures.
 
 :func:`inject_label_errors` corrupts a ground truth for evaluation and
 :func:`evaluate_label_errors` matches proposals to the injected errors (see docs/label_errors.md).
@@ -35,33 +38,48 @@ __all__ = [
     "inject_label_errors",
 ]
 
-PROPOSAL_KINDS = ("segment", "gt_object")
+PROPOSAL_KINDS = ("segment", "gt_object", "region")
 ERROR_KINDS = ("drop", "swap_class", "add_spurious", "shift")
 #: A proposal matches an error when their IoU_adj reaches this (Rottmann & Reese).
 MATCH_IOU = 0.25
 #: Score thresholds of the precision / recall sweep.
 THRESHOLDS = np.round(np.arange(0.0, 1.0 + 1e-9, 0.05), 2)
 
-_COLUMNS = ["case", "kind", "class", "index", "gt_object", "score", "size", "bbox", "centroid"]
+_COLUMNS = ["case", "kind", "class", "predicted_class", "index", "gt_object", "score", "size", "bbox",
+            "centroid"]
 
 
 # ============================================================================================
 # Helpers
 # ============================================================================================
-def _regions(lab, ids):
-    """bbox (starts then stops, half-open), centroid and flat voxel indices of each id."""
-    objs = ndimage.find_objects(lab)
+def _regions(lab, ids, *, voxels=False):
+    """bbox (starts then stops, half-open), centroid and (optionally) flat voxel indices of
+    each id of the label map ``lab``, all ids in one pass over their voxels only."""
+    ids = np.asarray(ids, np.int64)
     out = {}
-    for i in ids:
-        sl = objs[i - 1] if i - 1 < len(objs) else None
+    if not ids.size:
+        return out
+    n = int(lab.max())
+    objs = ndimage.find_objects(lab)
+    flat = lab.ravel()
+    nz = np.flatnonzero(_member(lab, n, ids).ravel())
+    nz_lab = flat[nz]
+    order = np.argsort(nz_lab, kind="stable")
+    nz, nz_lab = nz[order], nz_lab[order]
+    bounds = np.searchsorted(nz_lab, np.arange(n + 2))
+    size = np.maximum(np.diff(bounds), 1).astype(np.float64)
+    coords = np.unravel_index(nz, lab.shape)
+    centre = [np.add.reduceat(c.astype(np.float64), np.minimum(bounds[:-1], nz.size - 1))
+              if nz.size else np.zeros(n + 1) for c in coords]
+    centre = [c / size for c in centre]
+    for i in ids.tolist():
+        sl = objs[i - 1] if 0 < i <= len(objs) else None
         if sl is None:
             out[i] = (None, None, np.empty(0, np.int64))
             continue
-        local = np.nonzero(lab[sl] == i)
-        coords = tuple(c + s.start for c, s in zip(local, sl, strict=True))
         bbox = tuple(int(s.start) for s in sl) + tuple(int(s.stop) for s in sl)
-        centroid = tuple(float(c.mean()) for c in coords)
-        out[i] = (bbox, centroid, np.ravel_multi_index(coords, lab.shape).astype(np.int64))
+        centroid = tuple(float(c[i]) for c in centre)
+        out[i] = (bbox, centroid, nz[bounds[i]:bounds[i + 1]] if voxels else None)
     return out
 
 
@@ -90,13 +108,38 @@ def _case_arrays(maps, case, n_cases):
     return maps.get(case)
 
 
+def _label_doubt(probs, gt, ignore_index):
+    """Per voxel, 1 - the prediction's probability of the given label (0 on ignored voxels)."""
+    q = probs.shape[-1]
+    lab = gt.astype(np.int64)
+    bad = (lab < 0) | (lab >= q)
+    if ignore_index is not None:
+        bad |= lab == ignore_index
+    p = np.take_along_axis(probs, np.where(bad, 0, lab)[..., None], axis=-1)[..., 0]
+    return np.where(bad, 0.0, 1.0 - p.astype(np.float64))
+
+
 # ============================================================================================
 # Finding label errors
 # ============================================================================================
 def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_training_cases=False,
                       mode=None, slice_axis=-1, background=0, ignore_index=255,
-                      return_voxels=False):
+                      kinds=PROPOSAL_KINDS, min_size=1, return_voxels=False):
     """Ranked proposals of label errors in the ground truth a metrics table was computed against.
+
+    Three kinds of proposal, ranked together by ``score`` in [0, 1] (higher = more likely a
+    label error). *Doubt* of a voxel = 1 - the prediction's probability of the label it has.
+
+    * ``"segment"``: a predicted segment with IoU_adj = 0 against the labels; score = the meta
+      classifier's P(IoU_adj > 0) times the mean doubt over the segment (without ``maps``: the
+      probability alone).
+    * ``"gt_object"``: a GT object (component of one non-background class) no voxel of which is
+      predicted as its class; score = its mean doubt. Needs ``maps``.
+    * ``"region"``: the remaining disagreement: a connected component of the voxels where the
+      predicted class differs from the label, one (predicted, label) class pair per region, not
+      covered by a proposal of the other kinds; score = its mean doubt; ``class`` is the
+      label's class. Finds errors inside larger structures (a dropped or re-classed part of a
+      tissue, a shifted outline) that no whole segment or object isolates. Needs ``maps``.
 
     Parameters
     ----------
@@ -109,21 +152,26 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
         ``{case: (probs, gt)}`` or ``{case: (probs, gt, seg)}`` (``seg`` as returned by
         ``segment_metrics``; without it the segments are relabelled from ``probs.argmax(-1)``),
         probabilities with classes last. With one case a plain tuple is accepted; a table
-        without ``case`` column is the case ``None``. Without maps there are no ``"gt_object"``
-        proposals and ``bbox``/``centroid`` are None.
+        without ``case`` column is the case ``None``. Without maps there are only ``"segment"``
+        proposals and ``bbox``/``centroid``/``predicted_class`` are missing.
     threshold : float, optional
         Keep proposals with ``score >= threshold``; None keeps every candidate.
     allow_training_cases : bool, default False
         Score cases the classifier was fitted on (its predictions there are optimistic).
     mode : {"auto", "2d", "3d", "slices"}, optional
-        Connectivity of segments and GT objects; default ``"slices"`` when the table has a
-        ``slice`` column, else ``"auto"``.
+        Connectivity of segments, GT objects and regions; default ``"slices"`` when the table
+        has a ``slice`` column, else ``"auto"``.
     slice_axis : int, default -1
         Slice axis in slices mode.
     background : int or None, default 0
         GT class that is never proposed as a ``"gt_object"``.
     ignore_index : int or None, default 255
-        GT id that is never an object.
+        GT id that is never an object nor part of a region.
+    kinds : sequence of str, default ``("segment", "gt_object", "region")``
+        Which kinds to propose.
+    min_size : int, default 1
+        Leave out proposals of fewer voxels (after all kinds are formed, so a small region does
+        not reappear inside another kind).
     return_voxels : bool, default False
         Add a ``voxels`` column: flat (C-order) indices of each proposal's voxels, as
         :func:`evaluate_label_errors` needs (requires ``maps``).
@@ -131,10 +179,11 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
     Returns
     -------
     pandas.DataFrame
-        Columns ``case``, ``kind``, ``class``, ``index`` (segment id, kind "segment"),
-        ``gt_object`` (GT component id, kind "gt_object"), ``score``, ``size`` (voxels),
-        ``bbox`` (starts then stops, half-open), ``centroid``, plus ``slice`` in slices mode
-        (and ``voxels``), sorted by ``score`` descending.
+        Columns ``case``, ``kind``, ``class``, ``predicted_class`` (the prediction's majority
+        class over the proposal), ``index`` (segment id, kind "segment"), ``gt_object`` (GT
+        component id, kind "gt_object"), ``score``, ``size`` (voxels), ``bbox`` (starts then
+        stops, half-open), ``centroid``, plus ``slice`` in slices mode (and ``voxels``), sorted
+        by ``score`` descending (ties: kind order, then position).
 
     Raises
     ------
@@ -142,7 +191,8 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
         ``table`` not a DataFrame, ``classifier`` not a MetaClassifier, ``maps`` not a dict.
     ValueError
         No ``iou_adj`` column; a case the classifier was fitted on (unless allowed); arrays in
-        ``maps`` whose segments do not match the table; ``return_voxels`` without maps.
+        ``maps`` whose segments do not match the table; ``return_voxels`` without maps;
+        unknown kinds.
 
     Example
     -------
@@ -159,6 +209,12 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
         raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
     if return_voxels and maps is None:
         raise ValueError("return_voxels=True needs maps (the proposals' voxels come from the arrays)")
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    unknown = [k for k in kinds if k not in PROPOSAL_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of {PROPOSAL_KINDS}, got {kinds!r}")
+    if int(min_size) < 1:
+        raise ValueError(f"min_size must be >= 1, got {min_size!r}")
     slices = "slice" in table.columns
     if mode is None:
         mode = "slices" if slices else "auto"
@@ -172,47 +228,42 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
                 f"the classifier was fitted on case(s) {', '.join(seen)}: its predictions there are "
                 "optimistic; score held-out cases or pass allow_training_cases=True"
             )
-    score_all = classifier.predict_proba(table)[:, 1]
+    score_all = classifier.predict_proba(table)[:, 1] if "segment" in kinds else None
     rows = []
     for case in cases:
         sel = (table["case"] == case).to_numpy() if has_case else np.ones(len(table), bool)
-        t = table.loc[sel]
-        p1 = score_all[sel]
-        iou = t["iou_adj"].to_numpy(np.float64)
-        cand = np.flatnonzero(iou == 0)
         arrays = _case_arrays(maps, case, len(cases))
-        geo = {}
-        seg = probs = gt = None
-        if arrays is not None:
-            probs, gt, seg = _unpack(arrays, case)
-            if seg is None:
-                seg, _ = label_segments(probs.argmax(-1), mode=mode, slice_axis=slice_axis)
-            if int(seg.max()) != int(t["index"].max()) or seg.shape != gt.shape:
-                raise ValueError(
-                    f"case {case!r}: the segment map (max id {int(seg.max())}, shape {seg.shape}) does "
-                    f"not match the table (max index {int(t['index'].max())}) or the gt {gt.shape}"
-                )
-            geo = _regions(seg, [int(i) for i in t["index"].to_numpy()[cand]])
-        for k in cand:
-            r = t.iloc[k]
-            idx = int(r["index"])
-            bbox, centroid, vox = geo.get(idx, (None, None, None))
-            row = {"case": case, "kind": "segment", "class": int(r["class"]), "index": idx,
-                   "gt_object": pd.NA, "score": float(p1[k]), "size": int(r["S"]),
-                   "bbox": bbox, "centroid": centroid}
-            if slices:
-                row["slice"] = int(r["slice"])
-            if return_voxels:
-                row["voxels"] = vox
-            rows.append(row)
-        if arrays is not None:
-            rows.extend(_gt_object_rows(case, probs, gt, mode, slice_axis, background, ignore_index,
-                                        slices, return_voxels))
+        ctx = dict(case=case, table=table.loc[sel], p1=None if score_all is None else score_all[sel],
+                   slices=slices, voxels=return_voxels, mode=mode, slice_axis=slice_axis)
+        if arrays is None:
+            if "segment" in kinds:
+                rows.extend(_segment_rows(ctx, None))
+            continue
+        probs, gt, seg = _unpack(arrays, case)
+        if seg is None:
+            seg, _ = label_segments(probs.argmax(-1), mode=mode, slice_axis=slice_axis)
+        t = ctx["table"]
+        if int(seg.max()) != int(t["index"].max() if len(t) else 0) or seg.shape != gt.shape:
+            raise ValueError(
+                f"case {case!r}: the segment map (max id {int(seg.max())}, shape {seg.shape}) does "
+                f"not match the table (max index {int(t['index'].max())}) or the gt {gt.shape}"
+            )
+        arr = dict(probs=probs, gt=gt, seg=seg, pred=probs.argmax(-1),
+                   doubt=_label_doubt(probs, gt, ignore_index),
+                   covered=np.zeros(gt.shape, bool), sax=_resolve_mode(mode, gt.ndim, slice_axis)[1])
+        if "segment" in kinds:
+            rows.extend(_segment_rows(ctx, arr))
+        if "gt_object" in kinds:
+            rows.extend(_gt_object_rows(ctx, arr, background, ignore_index))
+        if "region" in kinds:
+            rows.extend(_region_rows(ctx, arr, ignore_index))
     cols = _COLUMNS + (["slice"] if slices else []) + (["voxels"] if return_voxels else [])
     out = pd.DataFrame(rows, columns=cols)
-    out["index"] = out["index"].astype("Int64")
-    out["gt_object"] = out["gt_object"].astype("Int64")
-    out["score"] = out["score"].astype(np.float64)
+    for c in ("index", "gt_object", "predicted_class"):
+        out[c] = out[c].astype("Int64")
+    # evidence grows with size: a one-voxel disagreement counts half, ten voxels 0.999
+    out["score"] = out["score"].astype(np.float64) * (1.0 - 0.5 ** out["size"].astype(np.float64))
+    out = out.loc[out["size"] >= int(min_size)]
     if threshold is not None:
         out = out.loc[out["score"] >= threshold]
     return out.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
@@ -230,10 +281,72 @@ def _unpack(arrays, case):
     return probs, gt, seg
 
 
-def _gt_object_rows(case, probs, gt, mode, slice_axis, background, ignore_index, slices, voxels):
-    pred = probs.argmax(-1)
-    conf = probs.max(-1)
-    lab, n = label_segments(gt, mode=mode, slice_axis=slice_axis)
+def _per_label(lab, n, values):
+    """Mean of ``values`` over each id 0..n of ``lab``."""
+    flat = lab.ravel()
+    size = np.bincount(flat, minlength=n + 1)
+    return np.bincount(flat, weights=values.ravel(), minlength=n + 1) / np.maximum(size, 1), size
+
+
+def _member(lab, n, ids):
+    """Voxels of ``lab`` whose id is one of ``ids`` (ids 1..n)."""
+    table = np.zeros(n + 1, bool)
+    table[ids] = True
+    return table[lab]
+
+
+def _majority(lab, n, pred, q):
+    """The most frequent value of ``pred`` (0..q-1) over each id 0..n of ``lab``."""
+    counts = np.bincount(lab.ravel().astype(np.int64) * q + pred.ravel(), minlength=(n + 1) * q)
+    return counts.reshape(n + 1, q).argmax(1)
+
+
+def _row(ctx, kind, cls, pred_cls, index, obj, score, size, geo, slice_no):
+    bbox, centroid, vox = geo
+    row = {"case": ctx["case"], "kind": kind, "class": int(cls), "predicted_class": pred_cls,
+           "index": index, "gt_object": obj, "score": float(score), "size": int(size),
+           "bbox": bbox, "centroid": centroid}
+    if ctx["slices"]:
+        row["slice"] = slice_no
+    if ctx["voxels"]:
+        row["voxels"] = vox
+    return row
+
+
+def _slice_of(arr, bbox):
+    return bbox[arr["sax"]] if arr is not None and arr["sax"] is not None and bbox else pd.NA
+
+
+def _segment_rows(ctx, arr):
+    t = ctx["table"]
+    iou = t["iou_adj"].to_numpy(np.float64)
+    cand = np.flatnonzero(iou == 0)
+    if not cand.size:
+        return []
+    ids = t["index"].to_numpy()[cand].astype(np.int64)
+    score = ctx["p1"][cand]
+    geo, pred_cls = {}, [pd.NA] * len(ids)
+    if arr is not None:
+        seg = arr["seg"]
+        n = int(seg.max())
+        doubt, _ = _per_label(seg, n, arr["doubt"])
+        score = score * doubt[ids]
+        pred_cls = _majority(seg, n, arr["pred"], arr["probs"].shape[-1])[ids].tolist()
+        geo = _regions(seg, ids, voxels=True)
+        arr["covered"] |= _member(seg, n, ids)
+    rows = []
+    for j, k in enumerate(cand):
+        r = t.iloc[k]
+        g = geo.get(int(ids[j]), (None, None, None))
+        slice_no = int(r["slice"]) if ctx["slices"] else None
+        rows.append(_row(ctx, "segment", r["class"], pred_cls[j], int(ids[j]), pd.NA, score[j],
+                         r["S"], g, slice_no))
+    return rows
+
+
+def _gt_object_rows(ctx, arr, background, ignore_index):
+    gt, pred = arr["gt"], arr["pred"]
+    lab, n = label_segments(gt, mode=ctx["mode"], slice_axis=ctx["slice_axis"])
     if n == 0:
         return []
     ids = np.arange(1, n + 1)
@@ -242,39 +355,55 @@ def _gt_object_rows(case, probs, gt, mode, slice_axis, background, ignore_index,
     cls[flat_lab] = gt.ravel()
     # Objects some pixel of which the prediction gives their own class are not proposed.
     agree = np.bincount(flat_lab, weights=(pred == gt).ravel(), minlength=n + 1)
-    size = np.bincount(flat_lab, minlength=n + 1)
-    csum = np.bincount(flat_lab, weights=conf.ravel().astype(np.float64), minlength=n + 1)
+    doubt, size = _per_label(lab, n, arr["doubt"])
     keep = agree[ids] == 0
     for excluded in (background, ignore_index):
         if excluded is not None:
             keep &= cls[ids] != excluded
-    chosen = [int(i) for i in ids[keep]]
-    geo = _regions(lab, chosen)
-    sax = _resolve_mode(mode, gt.ndim, slice_axis)[1]
-    rows = []
-    for i in chosen:
-        bbox, centroid, vox = geo[i]
-        row = {"case": case, "kind": "gt_object", "class": int(cls[i]), "index": pd.NA,
-               "gt_object": i, "score": float(csum[i] / size[i]), "size": int(size[i]),
-               "bbox": bbox, "centroid": centroid}
-        if slices:
-            row["slice"] = bbox[sax] if sax is not None else pd.NA
-        if voxels:
-            row["voxels"] = vox
-        rows.append(row)
-    return rows
+    chosen = ids[keep]
+    if not chosen.size:
+        return []
+    majority = _majority(lab, n, pred, arr["probs"].shape[-1])
+    geo = _regions(lab, chosen, voxels=True)
+    arr["covered"] |= _member(lab, n, chosen)
+    return [_row(ctx, "gt_object", cls[i], int(majority[i]), pd.NA, int(i), doubt[i], size[i],
+                 geo[int(i)], _slice_of(arr, geo[int(i)][0])) for i in chosen.tolist()]
+
+
+def _region_rows(ctx, arr, ignore_index):
+    gt, pred, q = arr["gt"], arr["pred"], arr["probs"].shape[-1]
+    gl = gt.astype(np.int64)
+    free = (pred != gl) & ~arr["covered"] & (gl >= 0) & (gl < q)
+    if ignore_index is not None:
+        free &= gl != ignore_index
+    if not free.any():
+        return []
+    pair = np.where(free, 1 + pred * q + gl, 0)
+    lab, n = label_segments(pair, mode=ctx["mode"], slice_axis=ctx["slice_axis"])
+    doubt, size = _per_label(lab, n, arr["doubt"])
+    code = np.zeros(n + 1, np.int64)
+    code[lab.ravel()] = pair.ravel()
+    ids = np.arange(1, n + 1)
+    ids = ids[code[ids] > 0]  # label_segments labels the agreeing voxels (code 0) too
+    geo = _regions(lab, ids, voxels=True)
+    majority = _majority(lab, n, pred, q)
+    cls = np.zeros(n + 1, np.int64)
+    cls[lab.ravel()] = gl.ravel()
+    return [_row(ctx, "region", cls[i], int(majority[i]), pd.NA, pd.NA, doubt[i],
+                 size[i], geo[i], _slice_of(arr, geo[i][0])) for i in ids.tolist()]
 
 
 # ============================================================================================
 # Injecting label errors
 # ============================================================================================
 def inject_label_errors(gt, *, kinds=ERROR_KINDS, rate, seed, n_classes=None, mode="auto",
-                        slice_axis=-1, background=0, ignore_index=255):
+                        slice_axis=-1, background=0, ignore_index=255, min_size=1):
     """Corrupt a ground truth with simulated label errors, for evaluation.
 
     ``round(rate * n_objects)`` GT objects (connected components of a non-background class, in
-    ``mode``) are picked at random, each gets one error of a kind drawn uniformly from
-    ``kinds`` (among those possible for it), and errors never share a voxel:
+    ``mode``, of at least ``min_size`` voxels) are picked at random, each gets one error of a
+    kind drawn uniformly from ``kinds`` (among those possible for it), and errors never share a
+    voxel:
 
     * ``"drop"``: the object becomes background;
     * ``"swap_class"``: the object gets another non-background class (needs >= 2 of them);
@@ -299,6 +428,9 @@ def inject_label_errors(gt, *, kinds=ERROR_KINDS, rate, seed, n_classes=None, mo
     slice_axis : int, default -1
     background : int, default 0
     ignore_index : int or None, default 255
+    min_size : int, default 1
+        Objects smaller than this are never corrupted (nor counted in ``n_objects``): a 2-voxel
+        speck is not the label error a reviewer looks for.
 
     Returns
     -------
@@ -341,8 +473,12 @@ def inject_label_errors(gt, *, kinds=ERROR_KINDS, rate, seed, n_classes=None, mo
     lab, n = label_segments(gt, mode=mode, slice_axis=slice_axis)
     cls = np.zeros(n + 1, np.int64)
     cls[lab.ravel()] = gt.ravel()
+    if int(min_size) < 1:
+        raise ValueError(f"min_size must be >= 1, got {min_size!r}")
+    size = np.bincount(lab.ravel(), minlength=n + 1)
     objects = [i for i in range(1, n + 1)
-               if cls[i] != background and (ignore_index is None or cls[i] != ignore_index)]
+               if cls[i] != background and (ignore_index is None or cls[i] != ignore_index)
+               and size[i] >= min_size]
     n_errors = round(float(rate) * len(objects))
     order = rng.permutation(len(objects))
     objs = ndimage.find_objects(lab)
@@ -469,31 +605,43 @@ def _case_key(table, i):
 
 
 def _pair_ious(found, truth, match_iou):
-    """IoU_adj of every overlapping (proposal, error) pair of the same case."""
+    """IoU_adj of every overlapping (proposal, error) pair of the same case.
+
+    With O the voxels of the proposals other than P, |P ∪ (E \\ O)| = |P| + |E \\ (P ∪ O)|: the
+    union needs only each error's voxels that no proposal covers, so every pair's value comes
+    from one sparse join of proposal voxels with error voxels.
+    """
     pairs = []
-    fcase = [_case_key(found, i) for i in range(len(found))]
-    tcase = [_case_key(truth, i) for i in range(len(truth))]
-    for case in set(fcase):
-        pidx = [i for i, c in enumerate(fcase) if c == case]
-        eidx = [i for i, c in enumerate(tcase) if c == case]
-        if not eidx:
+    fcase = np.array([_case_key(found, i) for i in range(len(found))], dtype=object)
+    tcase = np.array([_case_key(truth, i) for i in range(len(truth))], dtype=object)
+    for case in pd.unique(fcase):
+        pidx = np.flatnonzero(fcase == case)
+        eidx = np.flatnonzero(tcase == case)
+        if not len(eidx) or not len(pidx):
             continue
         pvox = [np.unique(np.asarray(found["voxels"].iat[i], np.int64)) for i in pidx]
         evox = [np.unique(np.asarray(truth["voxels"].iat[i], np.int64)) for i in eidx]
-        size = 1 + max(int(v.max()) for v in pvox + evox if v.size)
-        cover = np.bincount(np.concatenate(pvox), minlength=size) if pvox else np.zeros(size, np.int64)
-        for a, p in zip(pidx, pvox, strict=True):
-            for b, e in zip(eidx, evox, strict=True):
-                in_p = np.isin(e, p, assume_unique=True)
-                inter = int(in_p.sum())
-                if inter == 0:
-                    continue
-                # error voxels covered by other proposals leave the union (IoU_adj)
-                free = (cover[e] - in_p) == 0
-                union = p.size + int((free & ~in_p).sum())
-                iou = inter / union
+        psize = np.array([v.size for v in pvox], np.int64)
+        pv = np.concatenate(pvox)
+        pid = np.repeat(np.arange(len(pidx)), psize)
+        order = np.argsort(pv, kind="stable")
+        pv, pid = pv[order], pid[order]
+        for b, e in enumerate(evox):
+            lo = np.searchsorted(pv, e, "left")
+            hi = np.searchsorted(pv, e, "right")
+            n_cover = hi - lo
+            uncovered = int((n_cover == 0).sum())
+            if uncovered == e.size:
+                continue
+            # every (error voxel, covering proposal) pair, then intersections per proposal
+            starts = np.repeat(lo, n_cover)
+            within = np.arange(starts.size) - np.repeat(np.cumsum(n_cover) - n_cover, n_cover)
+            inter = np.bincount(pid[starts + within], minlength=len(pidx))
+            for a in np.flatnonzero(inter):
+                iou = inter[a] / (psize[a] + uncovered)
                 if iou >= match_iou:
-                    pairs.append((a, b, iou))
+                    pairs.append((int(pidx[a]), int(eidx[b]), float(iou)))
+    pairs.sort()
     return pd.DataFrame(pairs, columns=["proposal", "error", "iou_adj"])
 
 
