@@ -330,3 +330,16 @@ def test_pair_matching_equals_the_definition(seed):
     want = _brute_pairs(found, truth, 0.25)
     assert [(a, b) for a, b, _ in got] == [(a, b) for a, b, _ in want]
     np.testing.assert_allclose([x for *_, x in got], [x for *_, x in want])
+
+
+def test_region_geometry_any_id_order():
+    from napari_metaseg.core.label_errors import _regions
+
+    lab = np.zeros((6, 6), np.int32)
+    lab[0:2, 0:2] = 1
+    lab[3:5, 1:4] = 2
+    lab[5, 5] = 3
+    bboxes, centroids, vox = _regions(lab, [3, 1, 2], voxels=True)
+    assert bboxes == [(5, 5, 6, 6), (0, 0, 2, 2), (3, 1, 5, 4)]
+    assert centroids == [(5.0, 5.0), (0.5, 0.5), (3.5, 2.0)]
+    assert [v.tolist() for v in vox] == [[35], [0, 1, 6, 7], [19, 20, 21, 25, 26, 27]]

@@ -53,34 +53,33 @@ _COLUMNS = ["case", "kind", "class", "predicted_class", "index", "gt_object", "s
 # Helpers
 # ============================================================================================
 def _regions(lab, ids, *, voxels=False):
-    """bbox (starts then stops, half-open), centroid and (optionally) flat voxel indices of
-    each id of the label map ``lab``, all ids in one pass over their voxels only."""
+    """bboxes (starts then stops, half-open), centroids and (optionally) flat voxel indices of
+    the ids of the label map ``lab``, as lists aligned with ``ids``, in one pass over their
+    voxels only."""
     ids = np.asarray(ids, np.int64)
-    out = {}
     if not ids.size:
-        return out
+        return [], [], []
+    if np.any(np.diff(ids) <= 0):  # reduceat below needs ascending ids
+        perm = np.argsort(ids, kind="stable")
+        parts = _regions(lab, ids[perm], voxels=voxels)
+        back = np.argsort(perm)
+        return tuple([p[i] for i in back] if p else p for p in parts)
     n = int(lab.max())
-    objs = ndimage.find_objects(lab)
-    flat = lab.ravel()
     nz = np.flatnonzero(_member(lab, n, ids).ravel())
-    nz_lab = flat[nz]
+    nz_lab = lab.ravel()[nz]
     order = np.argsort(nz_lab, kind="stable")
     nz, nz_lab = nz[order], nz_lab[order]
     bounds = np.searchsorted(nz_lab, np.arange(n + 2))
-    size = np.maximum(np.diff(bounds), 1).astype(np.float64)
+    starts = bounds[ids]  # every id has voxels
+    size = (bounds[ids + 1] - starts).astype(np.float64)
     coords = np.unravel_index(nz, lab.shape)
-    centre = [np.add.reduceat(c.astype(np.float64), np.minimum(bounds[:-1], nz.size - 1))
-              if nz.size else np.zeros(n + 1) for c in coords]
-    centre = [c / size for c in centre]
-    for i in ids.tolist():
-        sl = objs[i - 1] if 0 < i <= len(objs) else None
-        if sl is None:
-            out[i] = (None, None, np.empty(0, np.int64))
-            continue
-        bbox = tuple(int(s.start) for s in sl) + tuple(int(s.stop) for s in sl)
-        centroid = tuple(float(c[i]) for c in centre)
-        out[i] = (bbox, centroid, nz[bounds[i]:bounds[i + 1]] if voxels else None)
-    return out
+    lo = np.stack([np.minimum.reduceat(c, starts) for c in coords], axis=1)
+    hi = np.stack([np.maximum.reduceat(c, starts) + 1 for c in coords], axis=1)
+    centre = np.stack([np.add.reduceat(c.astype(np.float64), starts) / size for c in coords], axis=1)
+    bboxes = list(map(tuple, np.concatenate([lo, hi], axis=1).tolist()))
+    centroids = list(map(tuple, centre.tolist()))
+    vox = [nz[bounds[i]:bounds[i + 1]] for i in ids.tolist()] if voxels else []
+    return bboxes, centroids, vox
 
 
 def _check_classifier(classifier):
@@ -229,7 +228,7 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
                 "optimistic; score held-out cases or pass allow_training_cases=True"
             )
     score_all = classifier.predict_proba(table)[:, 1] if "segment" in kinds else None
-    rows = []
+    parts = []
     for case in cases:
         sel = (table["case"] == case).to_numpy() if has_case else np.ones(len(table), bool)
         arrays = _case_arrays(maps, case, len(cases))
@@ -237,7 +236,7 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
                    slices=slices, voxels=return_voxels, mode=mode, slice_axis=slice_axis)
         if arrays is None:
             if "segment" in kinds:
-                rows.extend(_segment_rows(ctx, None))
+                parts.extend(_segment_rows(ctx, None))
             continue
         probs, gt, seg = _unpack(arrays, case)
         if seg is None:
@@ -252,15 +251,17 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
                    doubt=_label_doubt(probs, gt, ignore_index),
                    covered=np.zeros(gt.shape, bool), sax=_resolve_mode(mode, gt.ndim, slice_axis)[1])
         if "segment" in kinds:
-            rows.extend(_segment_rows(ctx, arr))
+            parts.extend(_segment_rows(ctx, arr))
         if "gt_object" in kinds:
-            rows.extend(_gt_object_rows(ctx, arr, background, ignore_index))
+            parts.extend(_gt_object_rows(ctx, arr, background, ignore_index))
         if "region" in kinds:
-            rows.extend(_region_rows(ctx, arr, ignore_index))
+            parts.extend(_region_rows(ctx, arr, ignore_index))
     cols = _COLUMNS + (["slice"] if slices else []) + (["voxels"] if return_voxels else [])
-    out = pd.DataFrame(rows, columns=cols)
-    for c in ("index", "gt_object", "predicted_class"):
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    out = out[cols]
+    for c in ("index", "gt_object", "predicted_class") + (("slice",) if slices else ()):
         out[c] = out[c].astype("Int64")
+    out["size"] = out["size"].astype(np.int64)
     # evidence grows with size: a one-voxel disagreement counts half, ten voxels 0.999
     out["score"] = out["score"].astype(np.float64) * (1.0 - 0.5 ** out["size"].astype(np.float64))
     out = out.loc[out["size"] >= int(min_size)]
@@ -301,54 +302,50 @@ def _majority(lab, n, pred, q):
     return counts.reshape(n + 1, q).argmax(1)
 
 
-def _row(ctx, kind, cls, pred_cls, index, obj, score, size, geo, slice_no):
-    bbox, centroid, vox = geo
-    row = {"case": ctx["case"], "kind": kind, "class": int(cls), "predicted_class": pred_cls,
-           "index": index, "gt_object": obj, "score": float(score), "size": int(size),
-           "bbox": bbox, "centroid": centroid}
+def _part(ctx, kind, n, *, cls, pred_cls=None, index=None, obj=None, score, size, geo=None,
+          slice_no=None):
+    """A table of ``n`` proposals of one kind (columns as in :func:`find_label_errors`)."""
+    na = [pd.NA] * n
+    bboxes, centroids, vox = geo if geo is not None else ([None] * n, [None] * n, [None] * n)
+    part = {"case": [ctx["case"]] * n, "kind": kind, "class": np.asarray(cls, np.int64),
+            "predicted_class": na if pred_cls is None else np.asarray(pred_cls, np.int64),
+            "index": na if index is None else np.asarray(index, np.int64),
+            "gt_object": na if obj is None else np.asarray(obj, np.int64),
+            "score": np.asarray(score, np.float64), "size": np.asarray(size, np.int64),
+            "bbox": bboxes, "centroid": centroids}
     if ctx["slices"]:
-        row["slice"] = slice_no
+        part["slice"] = na if slice_no is None else slice_no
     if ctx["voxels"]:
-        row["voxels"] = vox
-    return row
+        part["voxels"] = vox
+    return [pd.DataFrame(part)] if n else []
 
 
-def _slice_of(arr, bbox):
-    return bbox[arr["sax"]] if arr is not None and arr["sax"] is not None and bbox else pd.NA
+def _slices_of(arr, bboxes):
+    sax = arr["sax"]
+    return [b[sax] for b in bboxes] if sax is not None else None
 
 
 def _segment_rows(ctx, arr):
     t = ctx["table"]
-    iou = t["iou_adj"].to_numpy(np.float64)
-    cand = np.flatnonzero(iou == 0)
-    if not cand.size:
-        return []
+    cand = np.flatnonzero(t["iou_adj"].to_numpy(np.float64) == 0)
     ids = t["index"].to_numpy()[cand].astype(np.int64)
     score = ctx["p1"][cand]
-    geo, pred_cls = {}, [pd.NA] * len(ids)
-    if arr is not None:
+    kw = dict(cls=t["class"].to_numpy()[cand], index=ids, size=t["S"].to_numpy()[cand],
+              slice_no=t["slice"].to_numpy()[cand].astype(np.int64) if ctx["slices"] else None)
+    if arr is not None and cand.size:
         seg = arr["seg"]
         n = int(seg.max())
         doubt, _ = _per_label(seg, n, arr["doubt"])
         score = score * doubt[ids]
-        pred_cls = _majority(seg, n, arr["pred"], arr["probs"].shape[-1])[ids].tolist()
-        geo = _regions(seg, ids, voxels=True)
+        kw["pred_cls"] = _majority(seg, n, arr["pred"], arr["probs"].shape[-1])[ids]
+        kw["geo"] = _regions(seg, ids, voxels=ctx["voxels"])
         arr["covered"] |= _member(seg, n, ids)
-    rows = []
-    for j, k in enumerate(cand):
-        r = t.iloc[k]
-        g = geo.get(int(ids[j]), (None, None, None))
-        slice_no = int(r["slice"]) if ctx["slices"] else None
-        rows.append(_row(ctx, "segment", r["class"], pred_cls[j], int(ids[j]), pd.NA, score[j],
-                         r["S"], g, slice_no))
-    return rows
+    return _part(ctx, "segment", cand.size, score=score, **kw)
 
 
 def _gt_object_rows(ctx, arr, background, ignore_index):
     gt, pred = arr["gt"], arr["pred"]
     lab, n = label_segments(gt, mode=ctx["mode"], slice_axis=ctx["slice_axis"])
-    if n == 0:
-        return []
     ids = np.arange(1, n + 1)
     flat_lab = lab.ravel()
     cls = np.zeros(n + 1, np.int64)
@@ -363,11 +360,11 @@ def _gt_object_rows(ctx, arr, background, ignore_index):
     chosen = ids[keep]
     if not chosen.size:
         return []
-    majority = _majority(lab, n, pred, arr["probs"].shape[-1])
-    geo = _regions(lab, chosen, voxels=True)
+    geo = _regions(lab, chosen, voxels=ctx["voxels"])
     arr["covered"] |= _member(lab, n, chosen)
-    return [_row(ctx, "gt_object", cls[i], int(majority[i]), pd.NA, int(i), doubt[i], size[i],
-                 geo[int(i)], _slice_of(arr, geo[int(i)][0])) for i in chosen.tolist()]
+    return _part(ctx, "gt_object", chosen.size, cls=cls[chosen], obj=chosen, score=doubt[chosen],
+                 pred_cls=_majority(lab, n, pred, arr["probs"].shape[-1])[chosen], size=size[chosen],
+                 geo=geo, slice_no=_slices_of(arr, geo[0]))
 
 
 def _region_rows(ctx, arr, ignore_index):
@@ -385,12 +382,9 @@ def _region_rows(ctx, arr, ignore_index):
     code[lab.ravel()] = pair.ravel()
     ids = np.arange(1, n + 1)
     ids = ids[code[ids] > 0]  # label_segments labels the agreeing voxels (code 0) too
-    geo = _regions(lab, ids, voxels=True)
-    majority = _majority(lab, n, pred, q)
-    cls = np.zeros(n + 1, np.int64)
-    cls[lab.ravel()] = gl.ravel()
-    return [_row(ctx, "region", cls[i], int(majority[i]), pd.NA, pd.NA, doubt[i],
-                 size[i], geo[i], _slice_of(arr, geo[i][0])) for i in ids.tolist()]
+    geo = _regions(lab, ids, voxels=ctx["voxels"])
+    return _part(ctx, "region", ids.size, cls=(code[ids] - 1) % q, pred_cls=(code[ids] - 1) // q,
+                 score=doubt[ids], size=size[ids], geo=geo, slice_no=_slices_of(arr, geo[0]))
 
 
 # ============================================================================================
