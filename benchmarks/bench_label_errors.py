@@ -55,6 +55,8 @@ from napari_metaseg.core import (
 
 MIN_ERROR_SIZE = 10
 PROPOSAL_SIZES = (1, 10)
+#: Precision of the first k proposals (what a reviewer works through first), proposals >= 10 voxels.
+TOP_K = (25, 50, 100)
 
 
 # ============================================================================================
@@ -183,8 +185,13 @@ def run_dataset(title, train, test, settings, rate, seeds):
         for method, parts in found.items():
             props = pd.concat(parts, ignore_index=True)
             for size in PROPOSAL_SIZES:
-                kept = props[props["size"] >= size].reset_index(drop=True)
-                results[method][size].append((len(kept), evaluate_label_errors(kept, truth).summary()))
+                kept = props[props["size"] >= size].sort_values("score", ascending=False, kind="stable")
+                kept = kept.reset_index(drop=True)
+                ev = evaluate_label_errors(kept, truth)
+                hit = np.zeros(len(kept), bool)
+                hit[ev.matches["proposal"].unique()] = True
+                top = {f"p@{k}": float(hit[:k].mean()) if len(kept) >= k else float("nan") for k in TOP_K}
+                results[method][size].append((len(kept), ev.summary().assign(**top)))
     return clf, results, times, counts
 
 
@@ -199,7 +206,8 @@ def summarise(results):
                 rows.append({"method": method, "min_size": size, "kind": kind,
                              "n_errors": r["n_errors"], "n_proposals": r["n_proposals"],
                              "best_f1": r["best_f1"], "precision": r["precision"],
-                             "recall": r["recall"], "auprc": r["auprc"]})
+                             "recall": r["recall"], "auprc": r["auprc"],
+                             **{f"p@{k}": r[f"p@{k}"] for k in TOP_K}})
     return pd.DataFrame(rows)
 
 
@@ -217,6 +225,11 @@ def print_table(summary, times, n_test_cases):
                      f"({m.loc[k, 'precision']:.2f}, {m.loc[k, 'recall']:.2f})" if k == "all" else
                      f"{m.loc[k, 'best_f1']:.2f} / {m.loc[k, 'auprc']:.2f}" for k in kinds]
             print(f"| {method} | {m.loc['all', 'n_proposals']:.0f} | " + " | ".join(cells) + " |")
+        if size == max(PROPOSAL_SIZES):
+            alls = sub[sub["kind"] == "all"].set_index("method")
+            parts = [f"{m} " + ", ".join(f"{alls.loc[m, f'p@{k}']:.2f}" for k in TOP_K)
+                     for m in ("ours", "cleanlab")]
+            print(f"precision of the first {', '.join(map(str, TOP_K))} proposals: " + "; ".join(parts))
     t_ours = statistics.median(times["ours"])
     t_cl = statistics.median(times["cleanlab"])
     print(f"\ntime per held-out case (median over seeds, {n_test_cases} case(s)): ours {t_ours:.2f} s, "

@@ -101,6 +101,10 @@ def test_review_queue_end_to_end_on_the_brain_sample(make_napari_viewer, qtbot, 
     assert queue["id"].tolist() == list(range(n))
     assert np.all(np.diff(queue["score"].astype(float).to_numpy()) <= 0)  # ranked
     assert {"kind", "class", "score", "size", "slice", "decision"} <= set(queue.columns)
+    # the panel's min size (default 10 voxels) holds, and is recorded with the proposals
+    assert widget.min_size_spin.value() == 10
+    assert queue["size"].astype(int).min() >= 10
+    assert store.settings["min_size"] == 10
     _assert_shown(viewer, widget, 0)
 
     # buttons and keys move dims and camera to the proposal

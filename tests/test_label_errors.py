@@ -98,7 +98,9 @@ def test_find_hand_made_exact(classifier):
     assert (reg["class"], reg["predicted_class"], reg["size"], reg["bbox"], reg["centroid"]) == (
         0, 1, 12, (8, 5, 12, 8), (9.5, 6.0))
     assert pd.isna(reg["index"]) and pd.isna(reg["gt_object"])
-    assert reg["score"] == pytest.approx(0.95 * ev12, rel=1e-6)
+    # ... scored by its doubt, the trust in segment F and its size
+    p_f = p1[(table["index"] == seg[8, 6]).to_numpy()][0]
+    assert reg["score"] == pytest.approx(0.95 * p_f * ev12, rel=1e-6)
     assert found["score"].is_monotonic_decreasing
     # the same without seg (relabelled from probs) and without maps
     again = find_label_errors(table, classifier, maps={"hand": (probs, gt)})

@@ -81,8 +81,12 @@ def _metrics_match_gt(seg, table, gt, ignore_index):
     return bool(np.array_equal(overlap == 0, table["iou_adj"].to_numpy() == 0))
 
 
+#: Default of the panel's "min size": proposals of fewer voxels are left out.
+DEFAULT_MIN_SIZE = 10
+
+
 def _find(probs, gt, *, seg, table, classifier, case_id, mode, slice_axis, ignore_index,
-          allow_training_cases, restore_only):
+          allow_training_cases, restore_only, min_size=1):
     """Generator: yields ``(fraction, stage)``, returns ``(found or None, seg, gt_objects)``."""
     from ..core import as_probabilities, find_label_errors, iter_segment_metrics
     from ..core.segments import label_segments
@@ -113,7 +117,7 @@ def _find(probs, gt, *, seg, table, classifier, case_id, mode, slice_axis, ignor
         found = find_label_errors(table, classifier, maps={case_id: (probs, gt, seg)},
                                   allow_training_cases=allow_training_cases, mode=mode,
                                   slice_axis=slice_axis, ignore_index=ignore_index,
-                                  return_voxels=True)
+                                  min_size=min_size, return_voxels=True)
     yield 0.9, "proposals"
     gt_objects, _ = label_segments(gt, mode=mode, slice_axis=slice_axis)
     return found, seg, gt_objects
@@ -174,6 +178,12 @@ class ReviewWidget(QWidget):
         self.ignore_spin.setRange(-1, 65535)
         self.ignore_spin.setSpecialValueText("none")
         self.ignore_spin.setValue(255)
+        self.min_size_spin = QSpinBox()
+        self.min_size_spin.setRange(1, 10_000_000)
+        self.min_size_spin.setValue(DEFAULT_MIN_SIZE)
+        self.min_size_spin.setSuffix(" voxels")
+        self.min_size_spin.setToolTip("leave out proposals smaller than this (one-voxel boundary "
+                                      "disagreements are rarely what a review is for)")
         form = QFormLayout()
         form.addRow("probabilities", self.probs_combo)
         form.addRow("ground truth", self.gt_combo)
@@ -181,6 +191,7 @@ class ReviewWidget(QWidget):
         form.addRow("mode", self.mode_combo)
         form.addRow("slice axis", self.slice_spin)
         form.addRow("ignore label", self.ignore_spin)
+        form.addRow("min size", self.min_size_spin)
 
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)
@@ -481,7 +492,7 @@ class ReviewWidget(QWidget):
             case_id=store.case.get("case_id") or "current", mode=settings["mode"],
             slice_axis=settings["slice_axis"], ignore_index=settings["ignore_index"],
             allow_training_cases=self.allow_box.isChecked(), restore_only=restore,
-            _start_thread=False, _ignore_errors=True)
+            min_size=self.min_size_spin.value(), _start_thread=False, _ignore_errors=True)
         self._t0 = self._last_progress = time.monotonic()
         self.worker.yielded.connect(self._on_yielded)
         self.worker.returned.connect(self._on_returned)
@@ -541,6 +552,7 @@ class ReviewWidget(QWidget):
                 **self._settings, "model": self.model_note or self.session.model_path,
                 "model_training_cases": list(map(str, clf.training_cases_)),
                 "allow_training_cases": self.allow_box.isChecked(),
+                "min_size": self.min_size_spin.value(),
                 "reused_segments_layer": self._reused})
             note = f"{len(found)} proposals in {elapsed:.1f} s"
         else:
