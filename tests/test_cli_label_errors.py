@@ -32,8 +32,8 @@ def test_label_errors_command(tmp_path, capsys):
                  "--out", str(out), "-q"])
     assert code == 0
     table = pd.read_csv(out)
-    assert list(table.columns[:11]) == ["rank", "case", "kind", "class", "predicted_class", "index",
-                                        "gt_object", "score", "size", "bbox", "centroid"]
+    assert list(table.columns[:12]) == ["rank", "case", "kind", "class", "predicted_class", "label_class",
+                                        "index", "gt_object", "score", "size", "bbox", "centroid"]
     assert set(table["case"]) == {"c100", "c101"}
     assert table["score"].is_monotonic_decreasing and table["rank"].tolist() == list(range(1, len(table) + 1))
     assert (table["kind"] == "segment").sum() >= 5

@@ -100,7 +100,8 @@ def test_review_queue_end_to_end_on_the_brain_sample(make_napari_viewer, qtbot, 
     queue = widget.queue()
     assert queue["id"].tolist() == list(range(n))
     assert np.all(np.diff(queue["score"].astype(float).to_numpy()) <= 0)  # ranked
-    assert {"kind", "class", "score", "size", "slice", "decision"} <= set(queue.columns)
+    assert {"kind", "label", "predicted", "score", "size", "slice", "decision"} <= set(queue.columns)
+    assert (queue["label"] != queue["predicted"]).all()  # a proposal is a disagreement
     # the panel's min size (default 10 voxels) holds, and is recorded with the proposals
     assert widget.min_size_spin.value() == 10
     assert queue["size"].astype(int).min() >= 10
@@ -312,7 +313,7 @@ def test_region_proposals_with_missing_ids(make_napari_viewer, qtbot, monkeypatc
     """Any kind is shown; NA ids are empty cells and nulls; highlights come from the voxels."""
     import napari_metaseg.core as core
     from napari_metaseg._widgets.review import ReviewWidget
-    from napari_metaseg.io.review import runs_to_mask
+    from napari_metaseg.io.review import box_bits_to_mask
 
     viewer, widget = _brain_review(make_napari_viewer)
     table, region = _hand_made_proposals(widget, viewer)
@@ -323,12 +324,12 @@ def test_region_proposals_with_missing_ids(make_napari_viewer, qtbot, monkeypatc
     assert queue["kind"].tolist() == ["segment", "region", "blob"]
     col = list(queue.columns).index("kind")
     assert widget.model.data(widget.model.index(1, col)) == "region"
-    assert set(queue.columns) >= {"slice", "size", "class"}
+    assert set(queue.columns) >= {"slice", "size", "label", "predicted"}
     doc = json.loads(widget.store.path.read_text())
     p = doc["proposals"]
     assert [q["index"] for q in p] == [7, None, None] and [q["gt_object"] for q in p] == [None] * 3
-    np.testing.assert_array_equal(runs_to_mask(p[1]["runs"], region.shape), region)
-    assert "runs" not in p[2]
+    np.testing.assert_array_equal(box_bits_to_mask(p[1]["voxels"], region.shape), region)
+    assert "voxels" not in p[2] and "runs" not in p[2]
     csv_rows = widget.export("csv", tmp_path / "r.csv").read_text()
     assert "region" in csv_rows and "nan" not in csv_rows.lower() and "<NA>" not in csv_rows
 

@@ -74,14 +74,16 @@ def test_find_hand_made_exact(classifier):
     seg, table = segment_metrics(probs, gt)
     table.insert(0, "case", "hand")
     found = find_label_errors(table, classifier, maps={"hand": (probs, gt, seg)})
-    assert list(found.columns) == ["case", "kind", "class", "predicted_class", "index", "gt_object",
-                                   "score", "size", "bbox", "centroid"]
+    assert list(found.columns) == ["case", "kind", "class", "predicted_class", "label_class", "index",
+                                   "gt_object", "score", "size", "bbox", "centroid"]
     assert sorted(found["kind"].tolist()) == ["gt_object", "gt_object", "region", "segment", "segment"]
     segs = found[found["kind"] == "segment"]
     assert sorted(segs["index"].tolist()) == sorted([int(seg[10, 10]), int(seg[14, 2])])
     b = segs[segs["index"] == seg[10, 10]].iloc[0]
-    assert (b["class"], b["predicted_class"], b["size"], b["bbox"], b["centroid"]) == (
-        2, 2, 16, (10, 10, 14, 14), (11.5, 11.5))
+    assert (b["class"], b["predicted_class"], b["label_class"], b["size"], b["bbox"], b["centroid"]) == (
+        2, 2, 0, 16, (10, 10, 14, 14), (11.5, 11.5))
+    e = segs[segs["index"] == seg[14, 2]].iloc[0]
+    assert (e["class"], e["predicted_class"], e["label_class"]) == (1, 1, 2)
     # score = P(IoU_adj > 0) x mean doubt x (1 - 0.5^size); the label there has probability 0.05
     p1 = classifier.predict_proba(table)[:, 1]
     ev16, ev12 = 1 - 0.5**16, 1 - 0.5**12
@@ -90,13 +92,14 @@ def test_find_hand_made_exact(classifier):
         assert r["score"] == pytest.approx(want, rel=1e-6)
     objs = found[found["kind"] == "gt_object"].sort_values("class")
     assert objs["class"].tolist() == [1, 2] and objs["predicted_class"].tolist() == [0, 1]
+    assert objs["label_class"].tolist() == [1, 2]
     assert objs["bbox"].tolist() == [(2, 12, 5, 16), (14, 2, 18, 6)]
     assert objs["size"].tolist() == [12, 16]
     np.testing.assert_allclose(objs["score"], [0.95 * ev12, 0.95 * ev16], rtol=1e-6)
     # the right half of F: predicted 1, labelled background, inside a segment with IoU_adj 0.5
     reg = found[found["kind"] == "region"].iloc[0]
-    assert (reg["class"], reg["predicted_class"], reg["size"], reg["bbox"], reg["centroid"]) == (
-        0, 1, 12, (8, 5, 12, 8), (9.5, 6.0))
+    assert (reg["class"], reg["predicted_class"], reg["label_class"], reg["size"], reg["bbox"],
+            reg["centroid"]) == (0, 1, 0, 12, (8, 5, 12, 8), (9.5, 6.0))
     assert pd.isna(reg["index"]) and pd.isna(reg["gt_object"])
     # ... scored by its doubt, the trust in segment F and its size
     p_f = p1[(table["index"] == seg[8, 6]).to_numpy()][0]

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from napari_metaseg.io.review import (
     SIDECAR_SUFFIX,
@@ -351,3 +353,40 @@ def test_write_back_npy_and_tif(tmp_path):
         write_labels_like(fixed, tmp_path / "a.nii.gz")
     with pytest.raises(ValueError, match="cannot write labels"):
         write_labels_like(fixed, tmp_path / "a.png")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 10_000))
+def test_voxel_codes_round_trip(seed):
+    from napari_metaseg.io.review import box_bits_to_mask, voxel_box_bits
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(x) for x in rng.integers(1, 9, size=int(rng.integers(2, 4))))
+    mask = rng.random(shape) < rng.uniform(0.0, 0.6)
+    code = json.loads(json.dumps(voxel_box_bits(np.flatnonzero(mask), shape)))  # as stored
+    np.testing.assert_array_equal(box_bits_to_mask(code, shape), mask)
+
+
+def test_voxels_stored_compactly_and_checked_on_load(case):
+    from napari_metaseg.io.review import box_bits_to_mask
+
+    ident, gt, _ = case
+    table = _proposals(2)
+    vox = np.zeros(gt.shape, bool)
+    vox[1, 2:5, 3] = True  # along the last axis nothing is adjacent in C order
+    table["voxels"] = [np.flatnonzero(vox), None]
+    with ReviewStore(sidecar_path(ident), ident) as store:
+        store.set_proposals(table)
+        path = store.path
+    doc = json.loads(path.read_text())
+    p0 = doc["proposals"][0]
+    assert p0["voxels"]["lo"] == [1, 2, 3] and p0["voxels"]["size"] == [1, 3, 1]
+    np.testing.assert_array_equal(box_bits_to_mask(p0["voxels"], gt.shape), vox)
+    assert "voxels" not in doc["proposals"][1]
+    # a damaged code is refused on load, naming the proposal; the file is left as it is
+    p0["voxels"]["size"] = [1, 3, 9]
+    bad = json.dumps(doc)
+    path.write_text(bad)
+    with pytest.raises(ReviewFileError, match="proposal 0 has unreadable voxels"):
+        ReviewStore(path, ident)
+    assert path.read_text() == bad

@@ -125,10 +125,10 @@ def review_queue(app, out="docs"):
     wait(app, panel)
     for decision in ("label_error", "not_error", "unsure", "not_error"):
         panel.decide(decision)
-    # show the best-ranked proposal a reviewer recognises on the slice (>= 40 voxels; the top of
-    # the queue is mostly slivers of a few voxels), else the largest of the top 50
+    # show the next undecided proposal big enough to see at this zoom (>= 20 voxels; the panel
+    # already leaves out proposals under 10 voxels), else the largest of the top 50
     props = panel.store.proposals
-    big = [p for p in props if not p["decision"] and p["size"] >= 40]
+    big = [p for p in props if not p["decision"] and p["size"] >= 20]
     pick = big[0] if big else max(props[:50], key=lambda p: p["size"])
     panel.go_to(pick["id"])
     print(f"shown: proposal #{pick['id']} ({pick['kind']}, class {pick['class']}, "

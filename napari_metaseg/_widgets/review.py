@@ -41,7 +41,7 @@ NONE = "(none)"
 MODES = ("slices", "3d", "auto")
 DECISION_TEXT = {"label_error": "Label error", "not_error": "Not an error", "unsure": "Unsure"}
 KEYS = {"next": "J", "previous": "K", "label_error": "Alt-1", "not_error": "Alt-2", "unsure": "Alt-3"}
-SHOWN = ["id", "kind", "class", "score", "size", "slice", "decision"]
+SHOWN = ["id", "kind", "label_class", "predicted_class", "score", "size", "slice", "decision"]
 HIGHLIGHT = "review: proposal"
 BOX = "review: box"
 
@@ -580,7 +580,8 @@ class ReviewWidget(QWidget):
         shown["decision"] = shown["decision"].map(lambda d: DECISION_TEXT.get(d, "")).astype(object)
         # missing values (a "region" proposal has no segment id; a 3D one no slice) show empty
         shown = shown.astype(object).where(shown.notna(), "")
-        self.model.set_frame(shown)
+        # what the label says there and what the prediction says
+        self.model.set_frame(shown.rename(columns={"label_class": "label", "predicted_class": "predicted"}))
         self.table_view.resizeColumnsToContents()
 
     def _update_row(self, i):
@@ -625,10 +626,11 @@ class ReviewWidget(QWidget):
     def _voxels(self, rec):
         """The proposal's voxels (bool mask of the GT's shape), or None when unknown.
 
-        From the stored runs when there are any (any kind); else from the segment / GT-object
+        From the stored voxels (or runs, older files) when there are any (any kind); else from
+        the segment / GT-object
         id of the kinds that have one. Ids may be missing (None): never assumed.
         """
-        from ..io.review import runs_to_mask
+        from ..io.review import box_bits_to_mask, runs_to_mask
 
         shape = None
         for lab in (self._seg, self._gt_objects):
@@ -637,7 +639,9 @@ class ReviewWidget(QWidget):
                 break
         if shape is None and self._gt_layer is not None:
             shape = self._gt_layer.data.shape
-        runs = rec.get("runs")
+        code, runs = rec.get("voxels"), rec.get("runs")
+        if code is not None and shape is not None:
+            return box_bits_to_mask(code, shape)
         if runs is not None and shape is not None:
             return runs_to_mask(runs, shape)
         bbox = rec.get("bbox")

@@ -46,8 +46,8 @@ MATCH_IOU = 0.25
 #: Score thresholds of the precision / recall sweep.
 THRESHOLDS = np.round(np.arange(0.0, 1.0 + 1e-9, 0.05), 2)
 
-_COLUMNS = ["case", "kind", "class", "predicted_class", "index", "gt_object", "score", "size", "bbox",
-            "centroid"]
+_COLUMNS = ["case", "kind", "class", "predicted_class", "label_class", "index", "gt_object", "score",
+            "size", "bbox", "centroid"]
 
 
 # ============================================================================================
@@ -182,8 +182,9 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
     Returns
     -------
     pandas.DataFrame
-        Columns ``case``, ``kind``, ``class``, ``predicted_class`` (the prediction's majority
-        class over the proposal), ``index`` (segment id, kind "segment"), ``gt_object`` (GT
+        Columns ``case``, ``kind``, ``class`` (a segment's predicted class; a GT object's or a
+        region's label class), ``predicted_class`` and ``label_class`` (the prediction's and the
+        label's majority class over the proposal), ``index`` (segment id, kind "segment"), ``gt_object`` (GT
         component id, kind "gt_object"), ``score``, ``size`` (voxels), ``bbox`` (starts then
         stops, half-open), ``centroid``, plus ``slice`` in slices mode (and ``voxels``), sorted
         by ``score`` descending (ties: kind order, then position).
@@ -263,7 +264,7 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
     cols = _COLUMNS + (["slice"] if slices else []) + (["voxels"] if return_voxels else [])
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     out = out[cols]
-    for c in ("index", "gt_object", "predicted_class") + (("slice",) if slices else ()):
+    for c in ("index", "gt_object", "predicted_class", "label_class") + (("slice",) if slices else ()):
         out[c] = out[c].astype("Int64")
     out["size"] = out["size"].astype(np.int64)
     # evidence grows with size: a one-voxel disagreement counts half, ten voxels 0.999
@@ -300,19 +301,21 @@ def _member(lab, n, ids):
     return table[lab]
 
 
-def _majority(lab, n, pred, q):
-    """The most frequent value of ``pred`` (0..q-1) over each id 0..n of ``lab``."""
-    counts = np.bincount(lab.ravel().astype(np.int64) * q + pred.ravel(), minlength=(n + 1) * q)
-    return counts.reshape(n + 1, q).argmax(1)
+def _majority(lab, n, values, q, *, among=None):
+    """The most frequent of ``values`` (0..q-1) over each id 0..n of ``lab``, counting only the
+    values below ``among`` when given."""
+    counts = np.bincount(lab.ravel().astype(np.int64) * q + values.ravel(), minlength=(n + 1) * q)
+    return counts.reshape(n + 1, q)[:, :among].argmax(1)
 
 
-def _part(ctx, kind, n, *, cls, pred_cls=None, index=None, obj=None, score, size, geo=None,
-          slice_no=None):
+def _part(ctx, kind, n, *, cls, pred_cls=None, label_cls=None, index=None, obj=None, score, size,
+          geo=None, slice_no=None):
     """A table of ``n`` proposals of one kind (columns as in :func:`find_label_errors`)."""
     na = [pd.NA] * n
     bboxes, centroids, vox = geo if geo is not None else ([None] * n, [None] * n, [None] * n)
     part = {"case": [ctx["case"]] * n, "kind": kind, "class": np.asarray(cls, np.int64),
             "predicted_class": na if pred_cls is None else np.asarray(pred_cls, np.int64),
+            "label_class": na if label_cls is None else np.asarray(label_cls, np.int64),
             "index": na if index is None else np.asarray(index, np.int64),
             "gt_object": na if obj is None else np.asarray(obj, np.int64),
             "score": np.asarray(score, np.float64), "size": np.asarray(size, np.int64),
@@ -341,7 +344,11 @@ def _segment_rows(ctx, arr):
         n = int(seg.max())
         doubt, _ = _per_label(seg, n, arr["doubt"])
         score = score * doubt[ids]
-        kw["pred_cls"] = _majority(seg, n, arr["pred"], arr["probs"].shape[-1])[ids]
+        q = arr["probs"].shape[-1]
+        kw["pred_cls"] = _majority(seg, n, arr["pred"], q)[ids]
+        # the label's majority class over the segment (ignored voxels count for none)
+        gl = arr["gt"].astype(np.int64)
+        kw["label_cls"] = _majority(seg, n, np.where((gl >= 0) & (gl < q), gl, q), q + 1, among=q)[ids]
         kw["geo"] = _regions(seg, ids, voxels=ctx["voxels"])
         arr["covered"] |= _member(seg, n, ids)
     return _part(ctx, "segment", cand.size, score=score, **kw)
@@ -366,7 +373,8 @@ def _gt_object_rows(ctx, arr, background, ignore_index):
         return []
     geo = _regions(lab, chosen, voxels=ctx["voxels"])
     arr["covered"] |= _member(lab, n, chosen)
-    return _part(ctx, "gt_object", chosen.size, cls=cls[chosen], obj=chosen, score=doubt[chosen],
+    return _part(ctx, "gt_object", chosen.size, cls=cls[chosen], label_cls=cls[chosen], obj=chosen,
+                 score=doubt[chosen],
                  pred_cls=_majority(lab, n, pred, arr["probs"].shape[-1])[chosen], size=size[chosen],
                  geo=geo, slice_no=_slices_of(arr, geo[0]))
 
@@ -392,7 +400,8 @@ def _region_rows(ctx, arr, ignore_index):
         p_seg = np.zeros(int(arr["seg"].max()) + 1)
         p_seg[t["index"].to_numpy()] = ctx["p1"]
         doubt = doubt * _per_label(lab, n, p_seg[arr["seg"]])[0]
-    return _part(ctx, "region", ids.size, cls=(code[ids] - 1) % q, pred_cls=(code[ids] - 1) // q,
+    return _part(ctx, "region", ids.size, cls=(code[ids] - 1) % q, label_cls=(code[ids] - 1) % q,
+                 pred_cls=(code[ids] - 1) // q,
                  score=doubt[ids], size=size[ids], geo=geo, slice_no=_slices_of(arr, geo[0]))
 
 

@@ -24,6 +24,8 @@ Reliability:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import datetime as _dt
 import hashlib
@@ -62,11 +64,11 @@ FORMAT_VERSION = 1
 SIDECAR_SUFFIX = ".metaseg-review.json"
 DECISIONS = ("label_error", "not_error", "unsure")
 #: Proposal fields kept in the sidecar (the columns of ``find_label_errors``).
-PROPOSAL_FIELDS = ("case", "kind", "class", "index", "gt_object", "score", "size", "slice", "bbox",
-                   "centroid")
+PROPOSAL_FIELDS = ("case", "kind", "class", "label_class", "predicted_class", "index", "gt_object",
+                   "score", "size", "slice", "bbox", "centroid")
 #: Proposal fields holding counts or ids: stored as JSON integers (None when missing), even when
 #: a missing value made pandas hold the column as floats.
-INTEGER_FIELDS = ("class", "index", "gt_object", "size", "slice")
+INTEGER_FIELDS = ("class", "label_class", "predicted_class", "index", "gt_object", "size", "slice")
 #: Test hook: seconds to sleep half-way through writing the temporary file.
 SLOW_WRITE_ENV = "NAPARI_METASEG_REVIEW_SLOW_WRITE"
 
@@ -321,6 +323,47 @@ def voxel_runs(flat) -> list:
     return [[int(a), int(n)] for a, n in zip(starts, lengths, strict=True)]
 
 
+def voxel_box_bits(flat, shape) -> dict:
+    """Compact code of flat (C-order) voxel indices of an array of ``shape``: the voxels' box
+    (``lo``, ``size``) and the box's mask, bit-packed (C order) and base64-coded (``bits``).
+
+    A slice-wise proposal of a volume sliced along its last axis has no two voxels adjacent in C
+    order, so run-length codes are as long as the voxel lists; the box mask costs one bit per
+    box voxel (the sidecar of the brain sample's 483 proposals: 279 KiB instead of 1.4 MiB).
+    """
+    v = np.unique(np.asarray(flat, np.int64).ravel())
+    if v.size == 0:
+        return {"lo": [0] * len(shape), "size": [0] * len(shape), "bits": ""}
+    coords = np.stack(np.unravel_index(v, tuple(shape)), axis=1)
+    lo = coords.min(0)
+    size = coords.max(0) - lo + 1
+    box = np.zeros(tuple(size), bool)
+    box[tuple((coords - lo).T)] = True
+    bits = base64.b64encode(np.packbits(box.ravel()).tobytes()).decode("ascii")
+    return {"lo": lo.tolist(), "size": size.tolist(), "bits": bits}
+
+
+def box_bits_to_mask(code, shape):
+    """The boolean mask of ``shape`` whose voxels :func:`voxel_box_bits` coded.
+
+    Raises ``ValueError`` for a code that does not fit ``shape``."""
+    lo = [int(x) for x in code["lo"]]
+    size = [int(x) for x in code["size"]]
+    if len(lo) != len(shape) or len(size) != len(shape) or any(
+            a < 0 or n < 0 or a + n > s for a, n, s in zip(lo, size, shape, strict=True)):
+        raise ValueError(f"voxel code (box at {lo}, size {size}) does not fit an array of shape "
+                         f"{tuple(shape)}")
+    n = int(np.prod(size))
+    raw = np.frombuffer(base64.b64decode(code["bits"]), np.uint8)
+    if raw.size != (n + 7) // 8:
+        raise ValueError(f"voxel code holds {raw.size} bytes, its box needs {(n + 7) // 8}")
+    mask = np.zeros(tuple(shape), bool)
+    if n:
+        box = np.unpackbits(raw)[:n].astype(bool).reshape(size)
+        mask[tuple(slice(a, a + k) for a, k in zip(lo, size, strict=True))] = box
+    return mask
+
+
 def runs_to_mask(runs, shape):
     """The boolean mask of ``shape`` (C order) whose voxels :func:`voxel_runs` coded."""
     mask = np.zeros(int(np.prod(shape)), bool)
@@ -336,13 +379,14 @@ def _int_or_none(v):
     return v
 
 
-def proposals_to_records(table) -> list:
+def proposals_to_records(table, shape=None) -> list:
     """JSON-safe proposal records (``id`` = rank) from a ``find_label_errors`` table.
 
     Missing values (``None``, NaN, ``pd.NA``, e.g. ``index`` and ``gt_object`` of a ``"region"``
     proposal) become ``None``; any ``kind`` string is kept. A ``voxels`` column (flat indices,
-    ``return_voxels=True``) is stored run-length coded as ``runs`` (see :func:`voxel_runs`), so a
-    restored review highlights each proposal exactly whatever its kind.
+    ``return_voxels=True``) is stored as ``voxels`` (:func:`voxel_box_bits`, given the GT's
+    ``shape``; run-length coded as ``runs``, :func:`voxel_runs`, without it), so a restored
+    review highlights each proposal exactly whatever its kind.
     """
     cols = [c for c in PROPOSAL_FIELDS if c in table.columns]
     voxels = table["voxels"].tolist() if "voxels" in table.columns else None
@@ -352,7 +396,10 @@ def proposals_to_records(table) -> list:
         rec.update({c: _int_or_none(v) if c in INTEGER_FIELDS else _json_value(v)
                     for c, v in zip(cols, row, strict=True)})
         if voxels is not None and voxels[i] is not None:
-            rec["runs"] = voxel_runs(voxels[i])
+            if shape is not None:
+                rec["voxels"] = voxel_box_bits(voxels[i], shape)
+            else:
+                rec["runs"] = voxel_runs(voxels[i])
         rec.update(decision=None, note="", decided_at=None)
         out.append(rec)
     return out
@@ -494,9 +541,16 @@ class ReviewStore:
         case, props = doc.get("case"), doc.get("proposals")
         if not isinstance(case, dict) or not isinstance(props, list):
             raise ReviewFileError(f"{where} lacks its case or proposals; {keep}")
+        shape = case.get("gt_shape")
         for i, p in enumerate(props):
             if not isinstance(p, dict) or p.get("id") != i or p.get("decision") not in (None, *DECISIONS):
                 raise ReviewFileError(f"{where}: proposal {i} is malformed ({str(p)[:80]}); {keep}")
+            if p.get("voxels") is not None and shape is not None:
+                try:
+                    box_bits_to_mask(p["voxels"], shape)
+                except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+                    raise ReviewFileError(f"{where}: proposal {i} has unreadable voxels ({exc}); "
+                                          f"{keep}") from exc
         if case.get("gt_sha256") != self.case.get("gt_sha256"):
             raise CaseChangedError(
                 f"{where} was made for a ground truth with SHA-256 {str(case.get('gt_sha256'))[:12]}... "
@@ -559,7 +613,7 @@ class ReviewStore:
             raise ValueError(f"the review {self.path.name} already holds decisions; pass replace=True "
                              "to start over")
         self._check_writable()
-        self._doc["proposals"] = proposals_to_records(table)
+        self._doc["proposals"] = proposals_to_records(table, shape=self.case.get("gt_shape"))
         self._doc["settings"] = {k: _json_value(v) for k, v in (settings or {}).items()}
         self.save()
 
