@@ -61,9 +61,11 @@ def _add_case_options(p, *, out_help, resumable=True):
     p.add_argument("--pairs", metavar="CSV",
                    help="CSV file with the header case,softmax,gt (gt may be empty)")
     p.add_argument("--out", required=True, metavar="DIR" if resumable else "CSV", help=out_help)
-    p.add_argument("--mode", choices=("auto", "2d", "3d", "slices"), default="auto",
-                   help="segments in 2D, 3D or slice by slice (default: auto = 2d/3d by dimension)")
-    p.add_argument("--slice-axis", type=int, default=-1, help="slice axis in slices mode (default -1)")
+    p.add_argument("--mode", choices=("auto", "2d", "3d", "slices"), default=None,
+                   help="segments in 2D, 3D or slice by slice (default: the model's training mode "
+                        "where a model is given, else auto = 2d/3d by dimension)")
+    p.add_argument("--slice-axis", type=int, default=None,
+                   help="slice axis in slices mode (default: the model's, else -1)")
     p.add_argument("--ignore-index", type=_ignore_index, default=255, metavar="N",
                    help="ground-truth id left out of IoU statistics, or 'none' (default 255)")
     p.add_argument("--class-axis", type=int, default=-1,
@@ -198,8 +200,39 @@ def _collect_cases(args):
 
 
 def _settings(args) -> dict:
-    return {"mode": args.mode, "slice_axis": args.slice_axis, "ignore_index": args.ignore_index,
-            "class_axis": args.class_axis}
+    return {"mode": args.mode or "auto", "slice_axis": -1 if args.slice_axis is None else args.slice_axis,
+            "ignore_index": args.ignore_index, "class_axis": args.class_axis}
+
+
+#: --mode values compatible with a model trained in each mode: planar segments (2D images or
+#: slices of volumes) and volumetric ones differ in their size and shape statistics.
+_COMPATIBLE_MODES = {"slices": ("slices", "2d"), "2d": ("2d", "slices", "auto"), "3d": ("3d", "auto")}
+
+
+def _segmentation_of_model(args, info, model):
+    """Use the model's segmentation mode where the user gave none; refuse an incompatible one.
+
+    A model trained slice-wise gets ``--mode slices`` (and its slice axis) by default; one trained
+    in 3D gets ``3d``; ``--mode 3d`` for a slice-wise model (or ``slices`` for a 3D one) is a
+    usage error. Models whose tables were made with ``auto`` (2D or 3D by input) or that do not
+    record it are not checked.
+    """
+    seg = info.get("segmentation") or {}
+    m_mode, m_axis = seg.get("mode"), seg.get("slice_axis")
+    if m_mode not in _COMPATIBLE_MODES:
+        return
+    if args.mode is None and m_mode in ("slices", "3d"):
+        args.mode = m_mode
+    if args.mode == "slices" and m_mode == "slices" and args.slice_axis is None:
+        args.slice_axis = m_axis
+    axis_differs = (args.mode == "slices" and m_mode == "slices" and m_axis is not None
+                    and args.slice_axis is not None and args.slice_axis != m_axis)
+    if (args.mode is not None and args.mode not in _COMPATIBLE_MODES[m_mode]) or axis_differs:
+        how = f"slice by slice along axis {m_axis}" if m_mode == "slices" else f"in {m_mode}"
+        raise UsageError(
+            f"model {model} was trained on segments made {how}; --mode {args.mode}"
+            f"{f' --slice-axis {args.slice_axis}' if axis_differs else ''} would give it tables of "
+            "another kind (leave out --mode and --slice-axis to use the model's)")
 
 
 def _progress(args, total, desc):
@@ -247,7 +280,8 @@ def _finish(args, out_dir, cases, results, skipped, combined_name, what):
         if c.name not in failed_names and path.is_file():
             parts.append(pd.read_parquet(path))
     if parts:
-        write_table(pd.concat(parts, ignore_index=True), Path(out_dir) / combined_name)
+        write_table(pd.concat(parts, ignore_index=True), Path(out_dir) / combined_name,
+                    settings={**_settings(args), "command": what})
     failed_csv = Path(out_dir) / "failed.csv"
     if failed:
         write_failed_csv(failed_csv, failed)
@@ -313,7 +347,8 @@ def _file_digest(path) -> str:
 def _cmd_predict(args):
     from .batch import predict_task
 
-    model, _ = _check_model(args.model)
+    model, info = _check_model(args.model)
+    _segmentation_of_model(args, info, model)
     extra = {"command": "predict", "model": str(model), "model_sha256": _file_digest(model)}
     return _resumable(args, predict_task, extra, (model,), "predictions.parquet", "predict")
 
@@ -325,7 +360,8 @@ def _cmd_rank(args):
     from .core.active_learning import order_ranking
     from .io.results import atomic_path
 
-    model, _ = _check_model(args.model)
+    model, info = _check_model(args.model)
+    _segmentation_of_model(args, info, model)
     cases = _collect_cases(args)
     out = Path(args.out)
     settings = {**_settings(args), "background": None if args.keep_background else 0}
@@ -357,6 +393,7 @@ def _cmd_label_errors(args):
     if args.min_size < 1:
         raise UsageError(f"--min-size must be >= 1, got {args.min_size}")
     model, info = _check_model(args.model)
+    _segmentation_of_model(args, info, model)
     if load_models(model)[0] is None:
         raise UsageError(f"model {model}: holds no classifier; train with --target both or classification")
     cases = _collect_cases(args)
@@ -468,6 +505,7 @@ def _cmd_train(args):
     ds = _dataset(args, _load_tables(args.tables))
     if not ds.has_targets:
         raise UsageError("the tables have no iou_adj column: training needs cases with ground truth")
+    segmentation = _tables_segmentation(args.tables)
     clf_kind, reg_kind = MODEL_PAIRS[args.kind]
     clf = reg = ev = None
     if args.target in ("both", "classification"):
@@ -476,13 +514,37 @@ def _cmd_train(args):
         reg = MetaRegressor(kind=reg_kind, random_state=args.random_state).fit(ds)
     if args.splits > 0:
         ev = evaluate(ds, n_splits=args.splits, models=(args.kind,), random_state=args.random_state)
-    save_models(out, clf, reg, evaluation=ev)
+    save_models(out, clf, reg, evaluation=ev, segmentation=segmentation)
     model = clf if clf is not None else reg
     print(f"trained {args.kind} ({args.target}) on {len(ds.cases)} cases, {model.n_segments_} segments, "
           f"{len(model.feature_names_in_)} features -> {out}")
     if ev is not None:
         print(ev.to_markdown())
     return EXIT_OK
+
+
+def _tables_segmentation(paths):
+    """The segmentation settings ``metrics`` recorded in the tables (None where unknown, e.g.
+    CSV); tables made in different ways are refused."""
+    from .core.meta_io import SEGMENTATION_KEYS
+    from .io.results import read_settings
+
+    found = {}
+    for p in map(Path, paths):
+        target = p / "metrics.parquet" if p.is_dir() else p
+        if p.is_dir() and not target.is_file():
+            target = p / "predictions.parquet"
+        settings = read_settings(target) if target.suffix.lower() in (".parquet", ".pq") else None
+        if settings and "mode" in settings:
+            found[str(p)] = {k: settings.get(k) for k in SEGMENTATION_KEYS}
+            if found[str(p)]["mode"] != "slices":
+                found[str(p)]["slice_axis"] = None  # not used: not part of how they were made
+    kinds = {tuple(v.items()) for v in found.values()}
+    if len(kinds) > 1:
+        listing = "; ".join(f"{p}: {v}" for p, v in found.items())
+        raise UsageError(f"the tables were made with different segmentation settings ({listing}); "
+                         "train on tables of one kind")
+    return next(iter(found.values())) if found else None
 
 
 def _group(name):

@@ -438,3 +438,39 @@ def test_cli_on_shared_data_nuclei_and_one_brain_subject(shared_data, tmp_path, 
     np.testing.assert_allclose(img.affine, affine)
     values = np.asarray(img.dataobj)
     assert np.all((values >= 0) & (values <= 1))
+
+
+def test_model_records_its_segmentation_mode(tmp_path, capsys):
+    """A slice-wise model predicts slice-wise by default and refuses 3D segments."""
+    import pandas as pd
+
+    from napari_metaseg.core import load_models
+
+    for i in range(3):
+        write_nifti_case(tmp_path / "train" / f"v{i}", shape=(24, 20, 6), seed=10 + i)
+    assert run(["metrics", tmp_path / "train", "--mode", "slices", "--slice-axis", "2",
+                "--out", tmp_path / "m", "-q"], capsys)[0] == 0
+    assert run(["train", tmp_path / "m", "--min-interior", "0", "--out", tmp_path / "model.json"],
+               capsys)[0] == 0
+    info = load_models(tmp_path / "model.json")[2]
+    assert info["segmentation"] == {"mode": "slices", "slice_axis": 2, "ignore_index": 255}
+    write_nifti_case(tmp_path / "new" / "vol", shape=(24, 20, 6), seed=20)
+    # no --mode: the model's (slices along axis 2)
+    assert run(["predict", tmp_path / "model.json", tmp_path / "new", "--out", tmp_path / "p", "-q"],
+               capsys)[0] == 0
+    pred = pd.read_parquet(tmp_path / "p" / "predictions.parquet")
+    assert "slice" in pred.columns and set(pred["slice"]) == set(range(6))
+    # another kind of segments is a usage error naming the model's mode
+    for extra in (["--mode", "3d"], ["--mode", "slices", "--slice-axis", "0"]):
+        code, out = run(["predict", tmp_path / "model.json", tmp_path / "new", *extra,
+                         "--out", tmp_path / "p3", "-q"], capsys)
+        assert code == 2 and "slice by slice along axis 2" in out.err
+        assert not (tmp_path / "p3" / "predictions.parquet").exists()
+    code, out = run(["rank", tmp_path / "model.json", tmp_path / "new", "--mode", "3d",
+                     "--out", tmp_path / "r.csv", "-q"], capsys)
+    assert code == 2 and "slice by slice" in out.err
+    # tables made in different ways are not mixed in one model
+    assert run(["metrics", tmp_path / "new", "--mode", "slices", "--slice-axis", "0",
+                "--out", tmp_path / "m3", "-q"], capsys)[0] == 0
+    code, out = run(["train", tmp_path / "m", tmp_path / "m3", "--out", tmp_path / "mixed.json"], capsys)
+    assert code == 2 and "different segmentation settings" in out.err

@@ -227,3 +227,19 @@ def test_tree_thresholds_may_be_infinite(tmp_path, dataset, new_table):
     back, _, _ = load_models(path)
     assert back.model_.threshold[k] == np.inf
     np.testing.assert_array_equal(back.predict_proba(new_table), expected)
+
+
+def test_segmentation_record_round_trip_and_checks(tmp_path):
+    from napari_metaseg.core.meta_dataset import synthetic_metrics_table
+    from napari_metaseg.core.meta_io import load_models, save_models
+    from napari_metaseg.core.meta_model import MetaClassifier
+
+    t = synthetic_metrics_table(300, random_state=0)
+    clf = MetaClassifier(kind="logistic").fit(t)
+    p = save_models(tmp_path / "a.json", clf, segmentation={"mode": "slices", "slice_axis": np.int64(0)})
+    assert load_models(p)[2]["segmentation"] == {"mode": "slices", "slice_axis": 0, "ignore_index": None}
+    assert load_models(save_models(tmp_path / "b.json", clf))[2]["segmentation"] is None
+    for bad in ({"mode": 3.5}, {"slice_axis": True}, "slices"):
+        with pytest.raises(ValueError, match="segmentation"):
+            save_models(tmp_path / "c.json", clf, segmentation=bad)
+    assert not (tmp_path / "c.json").exists()

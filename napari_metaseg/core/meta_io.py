@@ -61,7 +61,11 @@ class MetaModelFileError(ValueError):
 # ============================================================================================
 # Saving
 # ============================================================================================
-def save_models(path, classifier=None, regressor=None, *, evaluation=None) -> Path:
+#: Keys of the optional ``segmentation`` record: how the training tables' segments were made.
+SEGMENTATION_KEYS = ("mode", "slice_axis", "ignore_index")
+
+
+def save_models(path, classifier=None, regressor=None, *, evaluation=None, segmentation=None) -> Path:
     """Write fitted meta models (and their evaluation) to a JSON model file.
 
     Parameters
@@ -74,6 +78,10 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None) -> Pa
         Fitted on a table with the same feature columns as ``classifier``.
     evaluation : Evaluation or dict, optional
         Result of :func:`~napari_metaseg.core.meta_model.evaluate`, stored with the models.
+    segmentation : dict, optional
+        How the training tables' segments were made (``mode``, ``slice_axis``,
+        ``ignore_index``), so that tables made otherwise can be refused; ``info["segmentation"]``
+        on load (None when not recorded).
 
     Returns
     -------
@@ -134,6 +142,8 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None) -> Pa
                 f"evaluation must be an Evaluation or a dict, got {type(evaluation).__name__}"
             )
         Evaluation.from_dict(evaluation)  # validates before anything is written
+    if segmentation is not None:
+        segmentation = _check_segmentation(segmentation, ValueError)
     payload = {
         "created": _utc_now(),
         "versions": library_versions(),
@@ -143,6 +153,8 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None) -> Pa
         "regressor": None if regressor is None else _model_to_dict(regressor),
         "evaluation": evaluation,
     }
+    if segmentation is not None:  # absent, not null, when unknown: older readers see no change
+        payload["segmentation"] = segmentation
     canonical = _canonical(payload)
     doc = (
         "{" + f'"format": {json.dumps(FORMAT_NAME)},\n "format_version": {FORMAT_VERSION},\n'
@@ -156,6 +168,21 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None) -> Pa
     tmp.write_bytes(data)
     tmp.replace(path)
     return path
+
+
+def _check_segmentation(seg, error):
+    """``seg`` restricted to :data:`SEGMENTATION_KEYS` with JSON scalar values, else ``error``."""
+    if not isinstance(seg, dict):
+        raise error(f"segmentation must be a dict, got {type(seg).__name__}")
+    out = {}
+    for k in SEGMENTATION_KEYS:
+        v = seg.get(k)
+        if isinstance(v, np.integer):
+            v = int(v)
+        if (v is not None and not isinstance(v, (str, int))) or isinstance(v, bool):
+            raise error(f"segmentation {k!r} must be a string, an integer or None, got {v!r}")
+        out[k] = v
+    return out
 
 
 def _check_suffix(path: Path) -> None:
@@ -381,8 +408,12 @@ def load_models(path, *, table: pd.DataFrame | None = None):
         "training_cases": list(first.training_cases_),
         "counts": counts,
         "evaluation": evaluation,
+        "segmentation": None,
         "path": str(path),
     }
+    if payload.get("segmentation") is not None:
+        info["segmentation"] = _check_segmentation(
+            payload["segmentation"], lambda m: MetaModelFileError(f"{where}: {m}"))
     return models["classifier"], models["regressor"], info
 
 
