@@ -55,6 +55,21 @@ def slices_fixed(brain_tables):
     return ds, evaluate(ds, validation_cases=["sub-02"], models=("linear",))
 
 
+#: Axial slices of sub-01 whose pixels trained the segmenter (data README: z = 4, 10, ..., 148).
+RF_TRAINING_SLICES = frozenset(range(4, 149, 6))
+
+
+@pytest.fixture(scope="session")
+def slices_unseen(brain_tables):
+    """MetaSeg's protocol: the meta model learns from segmenter outputs on data the segmenter
+    was not trained on, so sub-01's 25 training slices of the random forest are left out."""
+    t = brain_tables["sub-01", "slices"]
+    ds = MetaDataset(min_interior=1)
+    ds.add("sub-01", t[~t["slice"].isin(RF_TRAINING_SLICES)])
+    ds.add("sub-02", brain_tables["sub-02", "slices"])
+    return ds, evaluate(ds, validation_cases=["sub-02"], models=("linear",))
+
+
 def test_slicewise_sub01_to_sub02_regression_beats_entropy(slices_fixed):
     ds, ev = slices_fixed
     assert ev.grouping == "fixed" and ev.details["training_cases"] == ["sub-01"]
@@ -66,13 +81,30 @@ def test_slicewise_sub01_to_sub02_regression_beats_entropy(slices_fixed):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "pooled AUROC on sub-02 does not beat entropy (83.6 % vs 83.8 %): the share of IoU_adj = 0 "
-    "per class flips between sub-01 (the segmenter's training subject) and sub-02; see "
-    "docs/meta_models.md, 'Real data'"))
+    "with the segmenter's own training slices in the meta model's training data, pooled AUROC "
+    "on sub-02 does not beat entropy (83.6 % vs 83.8 %); see test_slicewise_unseen_sub01_to_sub02 "
+    "and docs/meta_models.md, 'Real data'"))
 def test_slicewise_sub01_to_sub02_classification_beats_entropy(slices_fixed):
     _, ev = slices_fixed
     assert _row(ev, "classification", "linear", "AUROC") > \
         _row(ev, "classification", "entropy", "AUROC")
+
+
+def test_slicewise_unseen_sub01_to_sub02_beats_entropy(slices_unseen):
+    """Trained on the sub-01 slices the segmenter never saw: full-metric AUROC and R^2 beat the
+    entropy baseline on sub-02 (measured with inner-split seed 0: 84.58 vs 83.81 % and 41.35 vs
+    35.04 %; over seeds 0-9 the AUROC is 83.77-85.68 %, mean 84.93, above entropy for 9 of 10)."""
+    ds, ev = slices_unseen
+    assert ev.grouping == "fixed" and ev.details["training_cases"] == ["sub-01"]
+    train = ds.training_table()
+    assert not set(train.loc[train["case"] == "sub-01", "slice"]) & RF_TRAINING_SLICES
+    auroc_e = _row(ev, "classification", "entropy", "AUROC")
+    assert _row(ev, "classification", "linear", "AUROC") > auroc_e
+    assert _row(ev, "regression", "linear", "R2") > _row(ev, "regression", "entropy", "R2") + 0.03
+    # not one lucky inner split (the LASSO strength is chosen on it): the mean over 5 seeds too
+    aurocs = [_row(evaluate(ds, validation_cases=["sub-02"], models=("linear",), random_state=rs),
+                   "classification", "linear", "AUROC") for rs in range(1, 6)]
+    assert np.mean(aurocs) > auroc_e + 0.005
 
 
 def test_why_classification_does_not_transfer(brain_tables, slices_fixed):
