@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _gui_helpers import canvas_rgb, deep_pixel, is_green, is_red, wait_for_worker
+from qtpy.QtCore import Qt
 
 pytestmark = pytest.mark.gui
 
@@ -107,11 +108,10 @@ def test_table_row_selects_segment_and_centres_camera(make_napari_viewer, qtbot)
     viewer, widget = _nuclei_panel(make_napari_viewer)
     seg_layer = _run(qtbot, viewer, widget)
     view = widget.table_view
-    view.sortByColumn(list(widget.shown_table().columns).index("S"), 1)  # largest first
+    view.sortByColumn(list(widget.shown_table().columns).index("S"), Qt.DescendingOrder)  # largest first
     row = 3
     seg_id = int(widget.shown_table()["index"].iloc[row])
     rect = view.visualRect(widget.model.index(row, 0))
-    from qtpy.QtCore import Qt
 
     qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=rect.center())
     assert seg_layer.selected_label == seg_id
@@ -142,7 +142,7 @@ def test_canvas_click_selects_row(make_napari_viewer, qtbot):
 def test_save_csv_writes_exactly_the_table_shown(make_napari_viewer, qtbot, tmp_path):
     viewer, widget = _nuclei_panel(make_napari_viewer)
     _run(qtbot, viewer, widget)
-    widget.table_view.sortByColumn(list(widget.shown_table().columns).index("iou_adj"), 0)
+    widget.table_view.sortByColumn(list(widget.shown_table().columns).index("iou_adj"), Qt.AscendingOrder)
     path = widget.save_csv(tmp_path / "segments.csv")
     saved = pd.read_csv(path)
     shown = widget.shown_table()

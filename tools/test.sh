@@ -24,6 +24,9 @@ if need_libs && command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 
+# The tests run on Qt 6 (napari deprecates PyQt5); qtpy would prefer an also-installed PyQt5.
+export QT_API="${QT_API:-pyqt6}"
+
 python -m ruff check napari_metaseg tests benchmarks
 npe2 validate napari-metaseg
 
