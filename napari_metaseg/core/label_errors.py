@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 from scipy import ndimage
 
 from .segments import _resolve_mode, label_segments
@@ -108,15 +109,45 @@ def _case_arrays(maps, case, n_cases):
     return maps.get(case)
 
 
-def _label_doubt(probs, gt, ignore_index):
-    """Per voxel, 1 - the prediction's probability of the given label (0 on ignored voxels)."""
+@njit(cache=True)
+def _pred_doubt_kernel(probs, gt, ignore):  # pragma: no cover - compiled
+    """Per voxel of ``probs`` (voxels x classes): the predicted class (first maximum, as
+    ``argmax``) and 1 - the probability of the label ``gt`` (0 where the label is ``ignore``
+    or no class)."""
+    n, q = probs.shape
+    pred = np.empty(n, np.int64)
+    doubt = np.empty(n, np.float64)
+    for i in range(n):
+        best = 0
+        for c in range(1, q):
+            if probs[i, c] > probs[i, best]:
+                best = c
+        pred[i] = best
+        g = np.int64(gt[i])
+        doubt[i] = 0.0 if g < 0 or g >= q or g == ignore else 1.0 - np.float64(probs[i, g])
+    return pred, doubt
+
+
+def _pred_and_doubt(probs, gt, ignore_index):
+    """The predicted class map and the per-voxel doubt of the label (see ``find_label_errors``)."""
     q = probs.shape[-1]
-    lab = gt.astype(np.int64)
-    bad = (lab < 0) | (lab >= q)
-    if ignore_index is not None:
-        bad |= lab == ignore_index
-    p = np.take_along_axis(probs, np.where(bad, 0, lab)[..., None], axis=-1)[..., 0]
-    return np.where(bad, 0.0, 1.0 - p.astype(np.float64))
+    flat = np.ascontiguousarray(probs).reshape(-1, q)
+    ignore = -1 if ignore_index is None else int(ignore_index)
+    pred, doubt = _pred_doubt_kernel(flat, np.ascontiguousarray(gt).ravel(), ignore)
+    return pred.reshape(gt.shape), doubt.reshape(gt.shape)
+
+
+@njit(cache=True)
+def _pair_codes(pred, gt, covered, q, ignore):  # pragma: no cover - compiled
+    """1 + pred * q + label where prediction and label disagree (and the voxel is not covered,
+    the label a class and not ``ignore``), else 0; flat arrays."""
+    out = np.zeros(pred.size, np.int64)
+    for i in range(pred.size):
+        g = np.int64(gt[i])
+        if covered[i] or g < 0 or g >= q or g == ignore or pred[i] == g:
+            continue
+        out[i] = 1 + pred[i] * q + g
+    return out
 
 
 # ============================================================================================
@@ -252,8 +283,8 @@ def find_label_errors(table, classifier, *, maps=None, threshold=None, allow_tra
                 f"case {case!r}: the segment map (max id {int(seg.max())}, shape {seg.shape}) does "
                 f"not match the table (max index {int(t['index'].max())}) or the gt {gt.shape}"
             )
-        arr = dict(probs=probs, gt=gt, seg=seg, pred=probs.argmax(-1),
-                   doubt=_label_doubt(probs, gt, ignore_index),
+        pred, doubt = _pred_and_doubt(probs, gt, ignore_index)
+        arr = dict(probs=probs, gt=gt, seg=seg, pred=pred, doubt=doubt,
                    covered=np.zeros(gt.shape, bool), sax=_resolve_mode(mode, gt.ndim, slice_axis)[1])
         if "segment" in kinds:
             parts.extend(_segment_rows(ctx, arr))
@@ -287,11 +318,32 @@ def _unpack(arrays, case):
     return probs, gt, seg
 
 
+@njit(cache=True)
+def _label_sums(lab, values, n):  # pragma: no cover - compiled
+    """Sum of ``values`` and count per id 0..n of ``lab`` (flat arrays), one serial pass (the
+    float64 sums are exact for the sizes here and independent of any thread count)."""
+    sums = np.zeros(n + 1, np.float64)
+    size = np.zeros(n + 1, np.int64)
+    for i in range(lab.size):
+        k = lab[i]
+        sums[k] += values[i]
+        size[k] += 1
+    return sums, size
+
+
+@njit(cache=True)
+def _label_counts(lab, values, n, q):  # pragma: no cover - compiled
+    """Counts of each value 0..q-1 of ``values`` per id 0..n of ``lab`` (flat arrays)."""
+    counts = np.zeros((n + 1, q), np.int64)
+    for i in range(lab.size):
+        counts[lab[i], values[i]] += 1
+    return counts
+
+
 def _per_label(lab, n, values):
-    """Mean of ``values`` over each id 0..n of ``lab``."""
-    flat = lab.ravel()
-    size = np.bincount(flat, minlength=n + 1)
-    return np.bincount(flat, weights=values.ravel(), minlength=n + 1) / np.maximum(size, 1), size
+    """Mean of ``values`` over each id 0..n of ``lab``, and the ids' sizes."""
+    sums, size = _label_sums(np.ascontiguousarray(lab).ravel(), np.ascontiguousarray(values).ravel(), n)
+    return sums / np.maximum(size, 1), size
 
 
 def _member(lab, n, ids):
@@ -304,8 +356,8 @@ def _member(lab, n, ids):
 def _majority(lab, n, values, q, *, among=None):
     """The most frequent of ``values`` (0..q-1) over each id 0..n of ``lab``, counting only the
     values below ``among`` when given."""
-    counts = np.bincount(lab.ravel().astype(np.int64) * q + values.ravel(), minlength=(n + 1) * q)
-    return counts.reshape(n + 1, q)[:, :among].argmax(1)
+    counts = _label_counts(np.ascontiguousarray(lab).ravel(), np.ascontiguousarray(values).ravel(), n, q)
+    return counts[:, :among].argmax(1)
 
 
 def _part(ctx, kind, n, *, cls, pred_cls=None, label_cls=None, index=None, obj=None, score, size,
@@ -381,13 +433,11 @@ def _gt_object_rows(ctx, arr, background, ignore_index):
 
 def _region_rows(ctx, arr, ignore_index):
     gt, pred, q = arr["gt"], arr["pred"], arr["probs"].shape[-1]
-    gl = gt.astype(np.int64)
-    free = (pred != gl) & ~arr["covered"] & (gl >= 0) & (gl < q)
-    if ignore_index is not None:
-        free &= gl != ignore_index
-    if not free.any():
+    ignore = -1 if ignore_index is None else int(ignore_index)
+    pair = _pair_codes(pred.ravel(), np.ascontiguousarray(gt).ravel(), arr["covered"].ravel(), q,
+                       ignore).reshape(gt.shape)
+    if not pair.any():
         return []
-    pair = np.where(free, 1 + pred * q + gl, 0)
     lab, n = label_segments(pair, mode=ctx["mode"], slice_axis=ctx["slice_axis"])
     doubt, size = _per_label(lab, n, arr["doubt"])
     code = np.zeros(n + 1, np.int64)
