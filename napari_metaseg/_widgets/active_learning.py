@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel
+from ._worker import WorkerPanelMixin
 
 MODES = ("auto", "2d", "3d", "slices")
 BY = ("auto", "case", "slice")
@@ -49,7 +50,6 @@ DEFAULTS = {"inputs": "", "model_file": "", "mode": "auto", "slice_axis": -1, "b
 #: Stems of an image file beside a case's softmax (``<folder>/t1.nii.gz``, ``<case>_image.npy``).
 IMAGE_STEMS = ("image", "img", "t1", "t1w", "t2", "flair", "raw")
 #: Minimum seconds between progress updates of the panel (a repaint recomposites the window).
-PROGRESS_INTERVAL = 0.25
 _OPENED = "active_learning_case"
 
 
@@ -169,8 +169,10 @@ def refit_job(cases, classifier, regressor, *, base_dataset=None, mode="auto", s
 # ================================================================================================
 # The panel
 # ================================================================================================
-class ActiveLearningWidget(QWidget):
+class ActiveLearningWidget(WorkerPanelMixin, QWidget):
     """Dock widget: rank unlabelled cases for annotation; open, export, refit."""
+
+    show_first_progress = True
 
     #: emitted with the RankResult after a ranking has been shown
     ranked = Signal(object)
@@ -373,38 +375,10 @@ class ActiveLearningWidget(QWidget):
                            background=None if opts["keep_background"] else 0)
 
     def _start(self, job, what, *args, **kwargs):
-        from napari.qt.threading import create_worker
-
-        # errors are shown by our handler; without _ignore_errors superqt re-raises them too
-        self.worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         self._job = what
-        self._last_progress = 0.0
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_errored)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.rank_button.setText("Cancel")
-        self.progress.setValue(0)
-        self.status.setText(f"{what} …")
+        worker = self.start_worker(job, *args, button=self.rank_button, status=f"{what} …", **kwargs)
         self._update_buttons()
-        self.worker.start()
-        return self.worker
-
-    def cancel(self):
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.setText("cancelling …")
-            self.rank_button.setEnabled(False)
-
-    def _on_yielded(self, value):
-        now = time.monotonic()
-        if now - self._last_progress < PROGRESS_INTERVAL:
-            return
-        self._last_progress = now
-        frac, stage = value
-        self.progress.setValue(round(100 * frac))
-        self.status.setText(stage)
+        return worker
 
     def _on_errored(self, exc):
         self._error(f"{self._job} failed: {exc}")

@@ -7,8 +7,6 @@ only in the worker's ``returned`` handler on the main thread, so cancelling chan
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtGui import QImage, QPixmap
@@ -33,6 +31,7 @@ from ..core.colors import quality_rgba
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel
+from ._worker import PROGRESS_INTERVAL, WorkerPanelMixin  # noqa: F401 (PROGRESS_INTERVAL: the panel's figure)
 
 NONE = "(none)"
 MODES = ("auto", "2d", "3d", "slices")
@@ -58,10 +57,6 @@ def probability_class_axis(layer):
             "whose values sum to 1"
         )
     return axis
-
-
-#: Minimum seconds between progress updates of the panel (see ``_on_yielded``).
-PROGRESS_INTERVAL = 0.25
 
 
 def _analysis(probs, gt, *, class_axis, mode, slice_axis, ignore_index, heatmaps, classifier,
@@ -107,7 +102,7 @@ def legend_pixmap(width=160, height=12):
     return QPixmap.fromImage(img.copy())
 
 
-class AnalysisWidget(QWidget):
+class AnalysisWidget(WorkerPanelMixin, QWidget):
     """Dock widget: run MetaSeg on a probability layer and review the rated segments."""
 
     #: emitted with the segments layer after a run has added its results
@@ -273,7 +268,6 @@ class AnalysisWidget(QWidget):
 
     def run(self):
         """Start the analysis in a worker; returns the worker (None when the inputs are wrong)."""
-        from napari.qt.threading import create_worker
         from napari.utils.notifications import show_error
 
         probs_layer = self._layer(self.probs_combo)
@@ -298,43 +292,14 @@ class AnalysisWidget(QWidget):
             mode = "2d"  # a 2D image: the remembered volume option does not apply
         # No napari activity-dock progress (``_progress``): measured, its bar costs the main
         # thread more than this short computation; the panel's own bar shows the stages.
-        self.worker = create_worker(
+        return self.start_worker(
             _analysis, np.asarray(probs_layer.data),
             None if gt_layer is None else np.asarray(gt_layer.data),
             class_axis=class_axis, mode=mode, slice_axis=opts["slice_axis"],
             ignore_index=opts["ignore_index"], heatmaps=opts["heatmaps"],
             classifier=self.session.classifier, regressor=self.session.regressor,
             hide_classes=(0,) if opts["hide_background"] else (), min_interior=opts["min_interior"],
-            _start_thread=False, _ignore_errors=True,  # errors go to our handler, shown once
-        )
-        self._last_progress = time.monotonic()
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_errored)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.setText("Cancel")
-        self.progress.setValue(0)
-        self.status.setText("running ...")
-        self.worker.start()
-        return self.worker
-
-    def cancel(self):
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.setText("cancelling ...")
-            self.run_button.setEnabled(False)
-
-    def _on_yielded(self, value):
-        # Repainting the panel makes Qt recomposite the whole window, GL canvas included, which
-        # costs tens of milliseconds with software OpenGL; a short run shows no progress at all.
-        now = time.monotonic()
-        if now - self._last_progress < PROGRESS_INTERVAL:
-            return
-        self._last_progress = now
-        frac, stage = value
-        self.progress.setValue(round(100 * frac))
-        self.status.setText(stage)
+            button=self.run_button, status="running ...")
 
     def _on_errored(self, exc):
         from napari.utils.notifications import show_error

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel
+from ._worker import WorkerPanelMixin
 
 CLASSIFIER_KINDS = ("lasso", "logistic", "gbm")
 REGRESSOR_KINDS = ("linear", "lasso", "gbm")
@@ -195,8 +196,10 @@ def dataset_path(model_path):
 # ================================================================================================
 # The panel
 # ================================================================================================
-class MetaWidget(QWidget):
+class MetaWidget(WorkerPanelMixin, QWidget):
     """Dock widget: train, evaluate, save/load, apply and refit meta models."""
+
+    show_first_progress = True
 
     #: emitted with the TrainResult after a training or refit has been shown
     trained = Signal(object)
@@ -461,32 +464,9 @@ class MetaWidget(QWidget):
         return self._start(kwargs, "refitting")
 
     def _start(self, kwargs, what):
-        from napari.qt.threading import create_worker
-
-        # errors are shown by our handler; without _ignore_errors superqt re-raises them too
-        self.worker = create_worker(train_job, _start_thread=False, _ignore_errors=True, **kwargs)
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_errored)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.train_button.setText("Cancel")
-        self.progress.setValue(0)
-        self.status.setText(f"{what} …")
+        worker = self.start_worker(train_job, button=self.train_button, status=f"{what} …", **kwargs)
         self._update_buttons()
-        self.worker.start()
-        return self.worker
-
-    def cancel(self):
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.setText("cancelling …")
-            self.train_button.setEnabled(False)
-
-    def _on_yielded(self, value):
-        frac, stage = value
-        self.progress.setValue(round(100 * frac))
-        self.status.setText(stage)
+        return worker
 
     def _on_errored(self, exc):
         self._error(f"meta-model training failed: {exc}")

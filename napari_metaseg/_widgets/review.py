@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 
 from ._session import session_for
 from ._table import DataFrameModel
+from ._worker import WorkerPanelMixin
 
 NONE = "(none)"
 MODES = ("slices", "3d", "auto")
@@ -142,7 +143,7 @@ def _warm_up(gt_dtype, n_classes, ndim, mode, slice_axis):
     label_segments(gt, mode=mode, slice_axis=slice_axis)
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(WorkerPanelMixin, QWidget):
     """Dock widget: the ranked label-error proposals of one case, with decisions saved at once."""
 
     #: emitted when a queue is shown (after finding or restoring)
@@ -437,7 +438,6 @@ class ReviewWidget(QWidget):
 
     def find(self):
         """Open the case's review (restored from its sidecar, or found anew in a worker)."""
-        from napari.qt.threading import create_worker
 
         from .analysis import probability_class_axis
 
@@ -487,39 +487,16 @@ class ReviewWidget(QWidget):
             return self._error(str(exc))
         self.store, self._gt_layer, self._settings = store, gt_layer, settings
         self._reused = table is not None
-        self.worker = create_worker(
+        self._t0 = time.monotonic()
+        worker = self.start_worker(
             _find, probs, gt, seg=seg, table=None if restore else table, classifier=clf,
             case_id=store.case.get("case_id") or "current", mode=settings["mode"],
             slice_axis=settings["slice_axis"], ignore_index=settings["ignore_index"],
             allow_training_cases=self.allow_box.isChecked(), restore_only=restore,
-            min_size=self.min_size_spin.value(), _start_thread=False, _ignore_errors=True)
-        self._t0 = self._last_progress = time.monotonic()
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_errored)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.find_button.setText("Cancel")
-        self.progress.setValue(0)
-        self.status.setText("restoring the review ..." if restore else "finding label errors ...")
+            min_size=self.min_size_spin.value(), button=self.find_button,
+            status="restoring the review ..." if restore else "finding label errors ...")
         self._update_buttons()
-        self.worker.start()
-        return self.worker
-
-    def cancel(self):
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.setText("cancelling ...")
-            self.find_button.setEnabled(False)
-
-    def _on_yielded(self, value):
-        now = time.monotonic()
-        if now - self._last_progress < 0.25:
-            return
-        self._last_progress = now
-        frac, stage = value
-        self.progress.setValue(round(100 * frac))
-        self.status.setText(stage)
+        return worker
 
     def _drop_store(self):
         if self.store is not None and not self.store.proposals:
