@@ -63,3 +63,20 @@ class DataFrameModel(QAbstractTableModel):
         """Row number whose ``column`` equals ``value``, or -1."""
         hits = np.flatnonzero(self._df[column].to_numpy() == value)
         return int(hits[0]) if hits.size else -1
+
+
+def table_view(model, on_row, *, sortable=False, row_numbers=True):
+    """A read-only, single-row-selecting ``QTableView`` over ``model``; a click on a row calls
+    ``on_row(row)``."""
+    from qtpy.QtWidgets import QAbstractItemView, QTableView
+
+    view = QTableView()
+    view.setModel(model)
+    view.setSortingEnabled(sortable)
+    view.setSelectionBehavior(QAbstractItemView.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SingleSelection)
+    view.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    view.verticalHeader().setVisible(row_numbers)
+    view.verticalHeader().setDefaultSectionSize(18)
+    view.clicked.connect(lambda idx: on_row(idx.row()))
+    return view

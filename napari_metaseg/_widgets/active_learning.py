@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -31,14 +30,13 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from ._session import session_for
 from ._settings import section, update_settings
-from ._table import DataFrameModel
+from ._table import DataFrameModel, table_view
 from ._worker import WorkerPanelMixin
 
 MODES = ("auto", "2d", "3d", "slices")
@@ -247,14 +245,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
         self.status.setWordWrap(True)
 
         self.model = DataFrameModel()
-        self.table_view = QTableView()
-        self.table_view.setModel(self.model)
-        self.table_view.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table_view.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table_view.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table_view.verticalHeader().setVisible(False)
-        self.table_view.verticalHeader().setDefaultSectionSize(18)
-        self.table_view.clicked.connect(lambda index: self.open_row(index.row()))
+        self.table_view = table_view(self.model, lambda row: self.open_row(row), row_numbers=False)
         legend = QLabel("worst predicted quality first: iou_adj_pred_mean = mean predicted IoU_adj "
                         "weighted by segment size; share_likely_wrong = share of segments with "
                         "P(IoU_adj = 0) > 0.5; iou_adj_mean = true value where ground truth exists; "

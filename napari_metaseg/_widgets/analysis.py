@@ -11,7 +11,6 @@ import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -21,7 +20,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -30,7 +28,7 @@ from .._layers import add_results, quality_column, recolor, segment_colormap
 from ..core.colors import quality_rgba
 from ._session import session_for
 from ._settings import section, update_settings
-from ._table import DataFrameModel
+from ._table import DataFrameModel, table_view
 from ._worker import PROGRESS_INTERVAL, WorkerPanelMixin  # noqa: F401 (PROGRESS_INTERVAL: the panel's figure)
 
 NONE = "(none)"
@@ -181,14 +179,7 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self.legend.setVisible(False)
 
         self.model = DataFrameModel()
-        self.table_view = QTableView()
-        self.table_view.setModel(self.model)
-        self.table_view.setSortingEnabled(True)
-        self.table_view.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table_view.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table_view.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table_view.verticalHeader().setDefaultSectionSize(18)
-        self.table_view.clicked.connect(lambda idx: self.select_row(idx.row()))
+        self.table_view = table_view(self.model, lambda row: self.select_row(row), sortable=True)
         self.save_button = QPushButton("Save CSV")
         self.save_button.clicked.connect(lambda: self.save_csv())
         self.save_button.setEnabled(False)

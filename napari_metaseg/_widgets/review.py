@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 from qtpy.QtCore import QEvent, Signal
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -29,13 +28,12 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from ._session import session_for
-from ._table import DataFrameModel
+from ._table import DataFrameModel, table_view
 from ._worker import WorkerPanelMixin
 
 NONE = "(none)"
@@ -217,14 +215,7 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         self.status.setWordWrap(True)
 
         self.model = DataFrameModel()
-        self.table_view = QTableView()
-        self.table_view.setModel(self.model)
-        self.table_view.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table_view.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table_view.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table_view.verticalHeader().setVisible(False)
-        self.table_view.verticalHeader().setDefaultSectionSize(18)
-        self.table_view.clicked.connect(lambda idx: self.go_to(idx.row()))
+        self.table_view = table_view(self.model, lambda row: self.go_to(row), row_numbers=False)
 
         self.prev_button = QPushButton(f"Previous ({KEYS['previous']})")
         self.next_button = QPushButton(f"Next ({KEYS['next']})")

@@ -157,6 +157,15 @@ def write_nifti_like(values, affine, path, *, like=None) -> Path:
         img.set_sform(affine, code=scode or 1)
         xyz, _ = src.get_xyzt_units()
         img.header.set_xyzt_units(xyz=xyz)
+    return save_nifti_atomic(img, path)
+
+
+def save_nifti_atomic(img, path) -> Path:
+    """Save a nibabel image to ``path`` (``.nii`` or ``.nii.gz``) through a temporary file, so a
+    crash never leaves a partial file under the final name."""
+    import nibabel as nib
+
+    path = Path(path)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
     with atomic_path(path) as tmp:
         final = tmp.with_name(tmp.name + suffix)  # nibabel picks compression from the name

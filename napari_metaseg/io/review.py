@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import TMP_SUFFIX, atomic_path
+from .results import TMP_SUFFIX, atomic_path, save_nifti_atomic
 
 __all__ = [
     "DECISIONS",
@@ -776,14 +776,7 @@ def _write_nifti_labels(data, path, *, source, affine, original_affine):
         img.set_qform(out_affine, code=int(header["qform_code"]) or 1)
         img.set_sform(out_affine, code=int(header["sform_code"]) or 1)
     img.header.set_slope_inter(1.0, 0.0)
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-    with atomic_path(path) as tmp:
-        final = tmp.with_name(tmp.name + suffix)  # nibabel picks compression from the name
-        try:
-            nib.save(img, str(final))
-            os.replace(final, tmp)
-        finally:
-            final.unlink(missing_ok=True)
+    save_nifti_atomic(img, path)
 
 
 def leftover_temporaries(path) -> list:
