@@ -127,3 +127,17 @@ def test_brain_sample_files_are_consistent():
     assert set(np.unique(gt)) == {0, 1, 2, 3}
     size = sum((SAMPLES / f"brain3d_{k}.nii.gz").stat().st_size for k in ("t1", "softmax", "gt"))
     assert size < 3_000_000
+
+
+def test_probability_volume_with_few_slices_is_not_shown_as_rgb(tmp_path):
+    """A volume of 4 slices along its last axis (> 30 x 30 in-plane): napari would take that
+    axis for RGBA channels."""
+    from napari.layers import Image
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(40, 36, 4)).astype(np.float32)
+    np.save(tmp_path / "vol_softmax.npy", probs)
+    ((d, m, k),) = read_layers(tmp_path / "vol_softmax.npy", kind="probabilities")
+    assert k == "image" and d.shape == (3, 40, 36, 4)
+    layer = Image(d, **m)
+    assert layer.rgb is False and layer.ndim == 4

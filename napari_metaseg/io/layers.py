@@ -123,7 +123,8 @@ def _as_layer(a, kind, class_axis, *, name, slope=None, scale=None, translate=No
         probs = as_probabilities(a, class_axis=class_axis, scale=probs_scale)
         data = np.moveaxis(probs, -1, 0)
         metadata["metaseg"] = {"kind": "probabilities", "class_axis": 0}
-        meta.update(colormap="magma", contrast_limits=(0.0, 1.0), visible=False)
+        # rgb=False: a last spatial axis of 3 or 4 entries is not colour channels
+        meta.update(colormap="magma", contrast_limits=(0.0, 1.0), visible=False, rgb=False)
         if spatial_scale is not None:
             meta["scale"] = (1.0, *spatial_scale)
             meta["translate"] = (0.0, *translate)
