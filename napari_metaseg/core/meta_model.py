@@ -689,7 +689,9 @@ class MetaClassifier(ClassifierMixin, _MetaEstimator):
             lams = _lambda_grid(_logit_lambda_max(Zs[tr], y01[tr]), N_LAMBDAS, LAMBDA_RATIO)
             path, _ = _l1_logistic_path(Zs[tr], y01[tr], lams)
             losses = [_mean_log_loss(y01[va], Zs[va] @ b[1:] + b[0]) for b in path]
-            best = int(np.argmin(losses))
+            # The first strength of the grid gives the intercept-only model, which ranks nothing;
+            # a few minority segments in the inner validation part can make it look best.
+            best = 1 + int(np.argmin(losses[1:])) if len(losses) > 1 else 0
             lam, warm = float(lams[best]), path[best]
         Z1 = np.column_stack([np.ones(Zs.shape[0]), Zs])
         if warm is None:
