@@ -13,7 +13,8 @@ PROGRESS_INTERVAL = 0.25
 
 class WorkerPanelMixin:
     """For a QWidget with ``progress`` (QProgressBar) and ``status`` (QLabel) and the handlers
-    ``_on_returned``, ``_on_errored``, ``_on_aborted``, ``_on_finished``."""
+    ``_on_returned``, ``_on_errored`` and ``_on_aborted``; when the worker has finished, the
+    button gets its text back and ``_update_buttons()`` runs where the panel has one."""
 
     worker = None
     _worker_button = None
@@ -36,6 +37,7 @@ class WorkerPanelMixin:
         self.worker.errored.connect(self._on_errored)
         self.worker.aborted.connect(self._on_aborted)
         self.worker.finished.connect(self._on_finished)
+        self._worker_button_text = button.text()
         button.setText("Cancel")
         self.progress.setValue(0)
         self.status.setText(status)
@@ -58,3 +60,13 @@ class WorkerPanelMixin:
         frac, stage = value
         self.progress.setValue(round(100 * frac))
         self.status.setText(stage)
+
+    def _on_finished(self):
+        self.worker = None
+        button = self._worker_button
+        if button is not None:
+            button.setText(self._worker_button_text)
+            button.setEnabled(True)
+        update = getattr(self, "_update_buttons", None)
+        if update is not None:
+            update()

@@ -379,12 +379,6 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
                             "was not changed")
         self.progress.setValue(0)
 
-    def _on_finished(self):
-        self.worker = None
-        self.rank_button.setText("Rank cases")
-        self.rank_button.setEnabled(True)
-        self._update_buttons()
-
     def _on_returned(self, result):
         self.progress.setValue(100)
         if isinstance(result, RefitResult):

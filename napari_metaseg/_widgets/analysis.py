@@ -302,11 +302,6 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self.status.setText("cancelled; nothing was changed")
         self.progress.setValue(0)
 
-    def _on_finished(self):
-        self.worker = None
-        self.run_button.setText("Run")
-        self.run_button.setEnabled(True)
-
     def _on_returned(self, result):
         maps, seg, table, cmap = result
         opts = self._out_opts

@@ -475,12 +475,6 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self.status.setText("cancelled; the models and results were not changed")
         self.progress.setValue(0)
 
-    def _on_finished(self):
-        self.worker = None
-        self.train_button.setText("Train and evaluate")
-        self.train_button.setEnabled(True)
-        self._update_buttons()
-
     def _on_returned(self, result):
         self.classifier, self.regressor = result.classifier, result.regressor
         self.dataset, self.evaluation = result.dataset, result.evaluation

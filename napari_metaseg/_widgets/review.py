@@ -503,12 +503,6 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         self.status.setText("cancelled; nothing was changed")
         self.progress.setValue(0)
 
-    def _on_finished(self):
-        self.worker = None
-        self.find_button.setText("Find label errors")
-        self.find_button.setEnabled(True)
-        self._update_buttons()
-
     def _on_returned(self, result):
         found, seg, gt_objects = result
         store = self.store
