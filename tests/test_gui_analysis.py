@@ -178,3 +178,41 @@ def test_screenshot_bad_segment_red_good_segment_green(make_napari_viewer, qtbot
     from skimage.io import imsave
 
     imsave(tmp_path / "nuclei_segments.png", shot, check_contrast=False)
+
+
+def test_mode_box_offers_only_modes_that_apply_and_remembers_the_volume_mode(make_napari_viewer, qtbot):
+    """A remembered volume mode is not shown for a 2D probability layer (it cannot apply); it
+    comes back, and stays in the saved options, when a volume is chosen again."""
+    from napari_metaseg._widgets._settings import update_settings
+    from napari_metaseg._widgets.analysis import MODES
+
+    update_settings("analysis", {"mode": "slices", "slice_axis": 0})
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    vol = rng.dirichlet(np.ones(3), size=(6, 20, 20)).astype(np.float32)
+    meta = {"metaseg": {"kind": "probabilities", "class_axis": -1}}
+    viewer.add_image(vol, name="volume softmax", metadata=meta, rgb=False)
+    viewer.add_image(vol[0], name="image softmax", metadata=meta, rgb=False)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
+    enabled = lambda: {m: widget.mode_combo.model().item(i).isEnabled() for i, m in enumerate(MODES)}  # noqa: E731
+
+    widget.probs_combo.setCurrentText("volume softmax")
+    assert widget.mode_combo.currentText() == "slices" and widget.slice_spin.isEnabled()
+    assert all(enabled().values())
+    widget.probs_combo.setCurrentText("image softmax")
+    assert widget.mode_combo.currentText() == "2d"
+    assert enabled() == {"auto": True, "2d": True, "3d": False, "slices": False}
+    assert not widget.slice_spin.isEnabled()
+    assert widget.options()["mode"] == "slices"  # what is saved is the user's volume choice
+    widget.probs_combo.setCurrentText("volume softmax")
+    assert widget.mode_combo.currentText() == "slices" and all(enabled().values())
+
+    widget.mode_combo.setCurrentText("3d")
+    widget.probs_combo.setCurrentText("image softmax")
+    widget.probs_combo.setCurrentText("volume softmax")
+    assert widget.mode_combo.currentText() == "3d"
+    # a mode chosen by hand on the 2D layer is the user's new choice: kept for the volume too
+    widget.probs_combo.setCurrentText("image softmax")
+    widget.mode_combo.setCurrentText("auto")
+    widget.probs_combo.setCurrentText("volume softmax")
+    assert widget.mode_combo.currentText() == "auto" and widget.options()["mode"] == "auto"

@@ -113,6 +113,8 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self.worker = None
         self.seg_layer = None
         self._syncing = False
+        #: the volume mode ("3d"/"slices") shown before a 2D probability layer forced "2d"
+        self._volume_mode = None
         opts = {**DEFAULTS, **section("analysis")}
 
         self.image_combo = QComboBox()
@@ -199,6 +201,8 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self._refresh_choices()
         self.mode_combo.currentTextChanged.connect(self._mode_changed)
         self._mode_changed(self.mode_combo.currentText())
+        self.probs_combo.currentTextChanged.connect(self._probs_changed)
+        self._probs_changed()
         self.session.models_changed.connect(self._models_changed)
         napari_viewer.mouse_drag_callbacks.append(self._on_canvas_click)
 
@@ -228,9 +232,41 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         fill(self.image_combo, images, True, [la.name for la in plain])
         fill(self.probs_combo, probs + plain, False, [la.name for la in probs])
         fill(self.gt_combo, labels, True, [la.name for la in labels])
+        if hasattr(self, "mode_combo"):
+            self._probs_changed()
 
     def _mode_changed(self, mode):
         self.slice_spin.setEnabled(mode == "slices")
+        if mode != "2d":
+            self._volume_mode = None  # the user chose: nothing to restore
+
+    def _spatial_ndim(self):
+        """Spatial dimensions of the chosen probability layer (None when not usable)."""
+        layer = self._layer(self.probs_combo)
+        if layer is None:
+            return None
+        try:
+            probability_class_axis(layer)
+        except ValueError:
+            return None
+        return layer.ndim - 1
+
+    def _probs_changed(self, _text=None):
+        """Offer only the modes that apply: a 2D probability layer has no "3d" or "slices".
+
+        A volume mode shown before is remembered (and kept in the saved options) and comes back
+        when a volume is chosen again."""
+        is_2d = self._spatial_ndim() == 2
+        items = self.mode_combo.model()
+        for i, name in enumerate(MODES):
+            if name in ("3d", "slices"):
+                items.item(i).setEnabled(not is_2d)
+        current = self.mode_combo.currentText()
+        if is_2d and current in ("3d", "slices"):
+            self.mode_combo.setCurrentText("2d")
+            self._volume_mode = current
+        elif not is_2d and self._volume_mode is not None and current == "2d":
+            self.mode_combo.setCurrentText(self._volume_mode)
 
     def _layer(self, combo):
         name = combo.currentText()
@@ -242,7 +278,7 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         """The panel's options as a dict (what is persisted between sessions)."""
         ignore = self.ignore_spin.value()
         return {
-            "mode": self.mode_combo.currentText(),
+            "mode": self._volume_mode or self.mode_combo.currentText(),
             "slice_axis": self.slice_spin.value(),
             "ignore_index": None if ignore < 0 else ignore,
             "heatmaps": [h for h, b in self.heat_boxes.items() if b.isChecked()],
