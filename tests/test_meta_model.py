@@ -275,6 +275,27 @@ def test_single_target_class_is_rejected(table, value, which):
         MetaClassifier().fit(t, np.ones(len(t), int))
 
 
+def test_single_class_after_the_interior_filter_says_so(table):
+    """Every IoU_adj = 0 segment has an empty interior: the message names the filter and the fix."""
+    from napari_metaseg.core.meta_dataset import MetaDataset
+
+    t = table.copy()
+    zero = (t["iou_adj"] == 0).to_numpy()
+    assert 0 < zero.sum() < len(t) - 10
+    t.loc[zero, "S_in"] = 0
+    t.loc[~zero, "S_in"] = np.maximum(t.loc[~zero, "S_in"], 1)
+    ds = MetaDataset().add("a", t)
+    with pytest.raises(ValueError, match=rf"every segment has IoU_adj > 0.*\({zero.sum()} segments with "
+                       r"IoU_adj = 0 were left out because their interior is smaller than "
+                       r"min_interior = 1; min_interior = 0 keeps them"):
+        MetaClassifier().fit(ds)
+    MetaClassifier(kind="logistic").fit(MetaDataset(min_interior=0).add("a", t))  # the fix works
+    # no hint where the filter is not the cause
+    t["iou_adj"] = 0.6
+    with pytest.raises(ValueError, match=r"IoU_adj > 0; a meta classifier needs [^(]*$"):
+        MetaClassifier().fit(MetaDataset().add("a", t))
+
+
 def test_too_few_segments(table):
     with pytest.raises(ValueError, match=r"9 usable segments \(n_samples=9\); at least 10"):
         MetaClassifier().fit(table.iloc[:9])

@@ -398,6 +398,10 @@ class _MetaEstimator(BaseEstimator):
             info["min_interior"] = X.min_interior
             if y is not None:
                 raise ValueError("y must be None when X is a MetaDataset (the target is iou_adj)")
+            if X.min_interior > 0 and X.has_targets:
+                every = X.training_table(min_interior=0)["iou_adj"].to_numpy(np.float64, na_value=np.nan)
+                # segments with IoU_adj = 0 that only the interior filter leaves out (for the message)
+                info["filtered_iou0"] = int((every == 0).sum() - (X.training_table()["iou_adj"] == 0).sum())
             X = X.training_table()
         if isinstance(X, pd.DataFrame):
             cols = feature_columns(X)
@@ -657,9 +661,14 @@ class MetaClassifier(ClassifierMixin, _MetaEstimator):
             target = (target > 0).astype(np.int64)
             if target.min() == target.max():
                 which = "IoU_adj > 0" if target[0] == 1 else "IoU_adj = 0"
+                hint = ""
+                if target[0] == 1 and info.get("filtered_iou0"):
+                    hint = (f" ({info['filtered_iou0']} segments with IoU_adj = 0 were left out "
+                            f"because their interior is smaller than min_interior = "
+                            f"{info['min_interior']}; min_interior = 0 keeps them, as in 3D mode)")
                 raise ValueError(
                     f"the training data hold a single target class: every segment has {which}; "
-                    "a meta classifier needs segments with IoU_adj = 0 and with IoU_adj > 0"
+                    "a meta classifier needs segments with IoU_adj = 0 and with IoU_adj > 0" + hint
                 )
             classes = np.array([0, 1])
         self.classes_ = classes
