@@ -559,8 +559,10 @@ def _cmd_evaluate(args):
         raise UsageError("the tables have no iou_adj column: evaluation needs cases with ground truth")
     ev = evaluate(ds, n_splits=args.splits, group=_group(args.group), models=tuple(args.models),
                   validation_cases=args.validation_cases, random_state=args.random_state)
+    few = (" (every distinct split once: the groups allow no more)"
+           if ev.grouping not in ("fixed", "segment") and ev.n_splits < args.splits else "")
     head = (f"{ev.n_segments} usable segments, {ev.n_cases} cases, grouping {ev.grouping}, "
-            f"{ev.n_splits} split(s); mean ± std over splits")
+            f"{ev.n_splits} split(s){few}; mean ± std over splits")
     text = f"{head}\n\n{ev.to_markdown()}\n"
     print(text)
     if args.out:

@@ -356,6 +356,16 @@ def test_evaluate_prints_table_2(trained, capsys):
     assert code == 0
     assert "| classification | linear | AUROC % |" in out and "| regression | entropy | R2 % |" in out
     assert "| task | model | metric | train | validation |" in (trained / "eval.md").read_text()
+    assert "6 cases, grouping case, 2 split(s); mean" in out
+
+
+def test_evaluate_says_when_the_cases_allow_fewer_splits(trained, capsys):
+    # 6 cases, 3 validate: C(6, 3) = 20 distinct splits; asking for 30 uses each once
+    code = main(["evaluate", str(trained / "m"), "--splits", "30", "--models", "linear",
+                 "--min-interior", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "6 cases, grouping case, 20 split(s) (every distinct split once: the groups allow no more)" in out
 
 
 def test_rank_orders_cases_by_predicted_quality(trained):

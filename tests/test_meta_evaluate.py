@@ -52,6 +52,38 @@ def test_grouped_splits_never_share_a_case(dataset):
         assert set(key.iloc[tr]).isdisjoint(key.iloc[va])
 
 
+@pytest.mark.parametrize("n_cases, n_distinct", [(2, 2), (3, 3), (4, 6), (5, 10)])
+def test_few_cases_use_every_distinct_split_once(dataset, n_cases, n_distinct):
+    """With at most n_splits distinct grouped splits, each is used exactly once (random draws
+    would repeat some more often than others and weight them in the mean)."""
+    from itertools import combinations
+    from math import ceil
+
+    table = dataset.training_table()
+    table = table[table["case"].isin([f"img{i}" for i in range(n_cases)])].reset_index(drop=True)
+    cases = table["case"].to_numpy()
+    splits, how = evaluation_splits(table, n_splits=10, random_state=3)
+    assert how == "case" and len(splits) == n_distinct
+    seen = [frozenset(cases[va]) for _, va in splits]
+    n_val = ceil(n_cases / 2)
+    assert set(seen) == {frozenset(c) for c in combinations(sorted(set(cases)), n_val)}
+    for tr, va in splits:
+        assert set(cases[tr]).isdisjoint(cases[va]) and len(tr) + len(va) == len(table)
+    # more distinct splits than asked for: random draws as before
+    assert len(evaluation_splits(table, n_splits=n_distinct - 1, random_state=3)[0]) == n_distinct - 1
+
+
+def test_two_cases_average_both_directions_equally(dataset):
+    t = dataset.training_table()
+    part = {c: t[t["case"] == c].drop(columns="case") for c in ("img0", "img1")}
+    ds = MetaDataset().add("a", part["img0"]).add("b", part["img1"])
+    ev = evaluate(ds, models=("logistic",))
+    assert ev.n_splits == 2 and ev.grouping == "case"
+    one = [evaluate(ds, validation_cases=[c], models=("logistic",)).table for c in ("a", "b")]
+    for col in ("train_mean", "val_mean"):
+        np.testing.assert_allclose(ev.table[col], (one[0][col] + one[1][col]) / 2)
+
+
 def test_fixed_validation_cases(dataset):
     ev = evaluate(dataset, validation_cases=["img4", "img5"], models=("logistic",))
     assert ev.grouping == "fixed" and ev.n_splits == 1

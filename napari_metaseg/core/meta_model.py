@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import functools
+import itertools
 import math
 import platform
 from collections.abc import Sequence
@@ -1524,7 +1525,8 @@ def evaluation_splits(
     table : pandas.DataFrame
         The rows to split (positions 0..n-1 are returned).
     n_splits : int, default 10
-        Number of random 50/50 splits.
+        Number of random 50/50 splits. When the groups allow at most ``n_splits`` distinct
+        splits (2 cases: 2; 4 cases: 6), each distinct split is used exactly once instead.
     group : str, tuple of str or None, default "case"
         Column(s) whose values are never split between training and validation; None draws
         segments independently (the paper's protocol).
@@ -1583,6 +1585,19 @@ def evaluation_splits(
             f"grouped splits need at least 2 groups, the dataset has {n_groups} "
             f"({grouping}); pass group=None for per-segment splits"
         )
+    # Half of the groups validate (rounded up, as GroupShuffleSplit(test_size=0.5) does). With
+    # few groups there are few distinct splits: 10 random draws over 2 cases repeat the same 2
+    # splits in unequal numbers, which weights one direction more and makes the std look like
+    # 10 measurements. Then every distinct split is used once instead.
+    n_val = math.ceil(0.5 * n_groups)
+    if math.comb(n_groups, n_val) <= n_splits:
+        _, codes = np.unique(groups, return_inverse=True)
+        codes = codes.ravel()
+        out = []
+        for val in itertools.combinations(range(n_groups), n_val):
+            is_val = np.isin(codes, val)
+            out.append((np.flatnonzero(~is_val), np.flatnonzero(is_val)))
+        return out, grouping
     splitter = GroupShuffleSplit(n_splits=int(n_splits), test_size=0.5, random_state=rs)
     return list(splitter.split(idx, groups=groups)), grouping
 
