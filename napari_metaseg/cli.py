@@ -26,6 +26,11 @@ def _err(msg: str) -> None:
     print(f"{PROG}: error: {msg}", file=sys.stderr)
 
 
+def _cases(n):
+    """``"1 case"`` / ``"3 cases"``."""
+    return f"{n} case" if n == 1 else f"{n} cases"
+
+
 def _note(args, msg: str) -> None:
     if not getattr(args, "quiet", False):
         print(msg, file=sys.stderr)
@@ -288,7 +293,7 @@ def _finish(args, out_dir, cases, results, skipped, combined_name, what):
     else:
         failed_csv.unlink(missing_ok=True)
     n_done = len(results) - len(failed)
-    _note(args, f"{what}: {len(cases)} cases: {n_done} computed, {skipped} already done"
+    _note(args, f"{what}: {_cases(len(cases))}: {n_done} computed, {skipped} already done"
                 f"{' (use --force to recompute)' if skipped else ''}, {len(failed)} failed"
                 f" -> {Path(out_dir) / combined_name}")
     if failed:
@@ -314,7 +319,7 @@ def _resumable(args, fn, extra_settings, extra_args, combined_name, what):
     todo = [c for c in cases if args.force or not is_done(out_dir, c, settings)]
     skipped = len(cases) - len(todo)
     if skipped:
-        _note(args, f"{what}: {skipped} of {len(cases)} cases already done, skipped")
+        _note(args, f"{what}: {skipped} of {_cases(len(cases))} already done, skipped")
     results = _execute(args, fn, todo, (out_dir, settings, *extra_args), what)
     return _finish(args, out_dir, cases, results, skipped, combined_name, what)
 
@@ -379,7 +384,7 @@ def _cmd_rank(args):
     table = table.dropna(axis=1, how="all").rename(columns={"share_likely_wrong": "share_p_iou0_gt_05"})
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
-    _note(args, f"rank: {len(ok)} cases ranked (worst predicted quality first) -> {out}")
+    _note(args, f"rank: {_cases(len(ok))} ranked (worst predicted quality first) -> {out}")
     return _report_failed_cases(results, out)
 
 
@@ -417,7 +422,7 @@ def _cmd_label_errors(args):
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     n_done = sum(r["status"] == "done" for r in results)
-    _note(args, f"label-errors: {len(table)} proposals in {n_done} cases (most likely first) -> {out}")
+    _note(args, f"label-errors: {len(table)} proposals in {_cases(n_done)} (most likely first) -> {out}")
     return _report_failed_cases(results, out)
 
 
@@ -516,7 +521,7 @@ def _cmd_train(args):
         ev = evaluate(ds, n_splits=args.splits, models=(args.kind,), random_state=args.random_state)
     save_models(out, clf, reg, evaluation=ev, segmentation=segmentation)
     model = clf if clf is not None else reg
-    print(f"trained {args.kind} ({args.target}) on {len(ds.cases)} cases, {model.n_segments_} segments, "
+    print(f"trained {args.kind} ({args.target}) on {_cases(len(ds.cases))}, {model.n_segments_} segments, "
           f"{len(model.feature_names_in_)} features -> {out}")
     if ev is not None:
         print(ev.to_markdown())
@@ -561,7 +566,7 @@ def _cmd_evaluate(args):
                   validation_cases=args.validation_cases, random_state=args.random_state)
     few = (" (every distinct split once: the groups allow no more)"
            if ev.grouping not in ("fixed", "segment") and ev.n_splits < args.splits else "")
-    head = (f"{ev.n_segments} usable segments, {ev.n_cases} cases, grouping {ev.grouping}, "
+    head = (f"{ev.n_segments} usable segments, {_cases(ev.n_cases)}, grouping {ev.grouping}, "
             f"{ev.n_splits} split(s){few}; mean ± std over splits")
     text = f"{head}\n\n{ev.to_markdown()}\n"
     print(text)
