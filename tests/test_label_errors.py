@@ -241,6 +241,20 @@ def test_evaluate_hand_made_exact():
     assert set(ev.summary()["kind"]) == {"all", "drop", "swap_class", "shift"}
 
 
+def test_evaluate_without_any_match_keeps_integer_positions():
+    """Nothing matches: precision and recall 0, and the (empty) matches still index arrays."""
+    sh = (10, 10)
+    truth = pd.DataFrame({"kind": ["drop"], "voxels": [_vox(sh, np.s_[0:2, 0:4])]})
+    found = pd.DataFrame({"score": [0.9, 0.4], "voxels": [_vox(sh, np.s_[5, :]), _vox(sh, np.s_[8, :])]})
+    ev = evaluate_label_errors(found, truth)
+    assert ev.matches.empty and ev.matches["proposal"].dtype == np.int64
+    hit = np.zeros(len(found), bool)
+    hit[ev.matches["proposal"].unique()] = True  # the benchmark's use; floats raised IndexError
+    assert not hit.any()
+    row = ev.curve.set_index(["kind", "threshold"]).loc[("all", 0.0)]
+    assert row["precision"] == 0.0 and row["recall"] == 0.0 and ev.auprc["all"] == 0.0
+
+
 def test_evaluate_error_over_slices_counts_once():
     sh = (3, 6, 6)
     truth = pd.DataFrame({"case": ["a"], "kind": ["drop"], "voxels": [_vox(sh, np.s_[:, 1:4, 1:4])]})

@@ -704,7 +704,9 @@ def _pair_ious(found, truth, match_iou):
                 if iou >= match_iou:
                     pairs.append((int(pidx[a]), int(eidx[b]), float(iou)))
     pairs.sort()
-    return pd.DataFrame(pairs, columns=["proposal", "error", "iou_adj"])
+    out = pd.DataFrame(pairs, columns=["proposal", "error", "iou_adj"])
+    # integer row positions even when nothing matched (an empty frame would hold floats)
+    return out.astype({"proposal": np.int64, "error": np.int64, "iou_adj": np.float64})
 
 
 def _average_precision(scores, hit_sets, n_errors):
