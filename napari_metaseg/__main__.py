@@ -12,7 +12,9 @@ def axial_view(viewer):
         return
     order = [*range(nd - 3), nd - 1, nd - 2, nd - 3]
     viewer.dims.order = tuple(order)
-    viewer.camera.orientation2d = ("up", "right")
+    from ._layers import camera
+
+    camera(viewer).orientation2d = ("up", "right")
 
 
 def populate_demo(viewer, *, sample="brain3d", run=True):

@@ -16,6 +16,13 @@ _COLUMN_TITLES = {
 }
 
 
+def camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` from napari 0.9 on (``viewer.camera`` is
+    deprecated there), ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def quality_column(table):
     """The column the overlay uses: predicted IoU_adj, else true IoU_adj, else entropy (reversed).
 

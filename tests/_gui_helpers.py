@@ -3,6 +3,8 @@
 import numpy as np
 from scipy import ndimage
 
+from napari_metaseg._layers import camera
+
 
 def deep_pixel(mask):
     """The pixel of ``mask`` farthest from its boundary."""
@@ -12,7 +14,7 @@ def deep_pixel(mask):
 
 def canvas_rgb(viewer, shot, world_yx):
     """Mean RGB (0..1) of the 3 x 3 canvas patch at world coordinates ``world_yx`` (2D view)."""
-    cam = viewer.camera
+    cam = camera(viewer)
     h, w = shot.shape[:2]
     cy = (world_yx[0] - cam.center[-2]) * cam.zoom + h / 2
     cx = (world_yx[1] - cam.center[-1]) * cam.zoom + w / 2
@@ -35,7 +37,7 @@ def wait_for_worker(qtbot, widget, timeout=120_000):
 def canvas_rgb_oriented(viewer, shot, world_rc):
     """Like :func:`canvas_rgb` for the displayed (row, column) world coordinates, honouring
     ``camera.orientation2d`` (the brain demo shows anterior up)."""
-    cam = viewer.camera
+    cam = camera(viewer)
     h, w = shot.shape[:2]
     vsign = -1.0 if str(cam.orientation2d[0]) in ("up", "VerticalAxisOrientation.UP") else 1.0
     hsign = -1.0 if str(cam.orientation2d[1]) in ("left", "HorizontalAxisOrientation.LEFT") else 1.0

@@ -8,6 +8,8 @@ import pytest
 from _gui_helpers import canvas_rgb, deep_pixel, is_green, is_red, wait_for_worker
 from qtpy.QtCore import Qt
 
+from napari_metaseg._layers import camera
+
 pytestmark = pytest.mark.gui
 
 
@@ -116,7 +118,7 @@ def test_table_row_selects_segment_and_centres_camera(make_napari_viewer, qtbot)
     qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=rect.center())
     assert seg_layer.selected_label == seg_id
     centroid = np.argwhere(seg_layer.data == seg_id).mean(0)
-    np.testing.assert_allclose(viewer.camera.center[-2:], centroid, atol=0.5)
+    np.testing.assert_allclose(camera(viewer).center[-2:], centroid, atol=0.5)
 
 
 def test_canvas_click_selects_row(make_napari_viewer, qtbot):

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
+from napari_metaseg._layers import camera
+
 pytestmark = pytest.mark.gui
 
 
@@ -55,7 +57,7 @@ def _assert_shown(viewer, widget, i):
     if rec.get("slice") is not None:
         assert world[2] == pytest.approx(viewer.layers["brain ground truth"].data_to_world(
             [0, 0, rec["slice"]])[2])
-    np.testing.assert_allclose(_camera(viewer).center[-2:], [world_c[1], world_c[0]], atol=1e-6)
+    np.testing.assert_allclose(camera(viewer).center[-2:], [world_c[1], world_c[0]], atol=1e-6)
     # the highlight holds exactly the proposal's voxels, the box encloses them on this slice
     hl = viewer.layers["review: proposal"].data
     np.testing.assert_array_equal(hl > 0, widget._voxels(rec))
@@ -64,11 +66,6 @@ def _assert_shown(viewer, widget, i):
     lo, hi = np.asarray(rec["bbox"][:n]), np.asarray(rec["bbox"][n:])
     assert np.all(box[:, :2].min(0) < lo[:2]) and np.all(box[:, :2].max(0) > hi[:2] - 1)
     assert np.all(box[:, 2] == world[2] / 2 - (-71.5) / 2)  # voxel z of the slice
-
-
-def _camera(viewer):
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None else viewer.camera
 
 
 def _press(qtbot, viewer, key, modifier=Qt.NoModifier):

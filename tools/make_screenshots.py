@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_metaseg._layers import camera
+
 
 def wait(app, widget, timeout=300):
     t0 = time.time()
@@ -134,7 +136,7 @@ def review_queue(app, out="docs"):
     print(f"shown: proposal #{pick['id']} ({pick['kind']}, class {pick['class']}, "
           f"{pick['size']} voxels, slice {pick.get('slice')}, score {pick['score']:.3f})")
     viewer.window._qt_window.resizeDocks([dock], [560], Qt.Horizontal)
-    cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    cam = camera(viewer)
     cam.zoom *= 1.3
     for _ in range(20):
         app.processEvents()
@@ -204,7 +206,7 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
         fg = np.argwhere(pred.data[:, :, k] > 0)
         if len(fg):
             c = pred.data_to_world([*fg.mean(0), k])
-            cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+            cam = camera(viewer)
             disp = [ax - 1 for ax in viewer.dims.displayed]
             cam.center = tuple(c[d] for d in disp)
             cam.zoom *= 4

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import add_results, quality_column, recolor, segment_colormap
+from .._layers import add_results, camera, quality_column, recolor, segment_colormap
 from ..core.colors import quality_rgba
 from ._session import session_for
 from ._settings import section, update_settings
@@ -426,8 +426,8 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         for ax in range(layer.ndim):
             if ax + offset not in displayed:
                 self.viewer.dims.set_point(ax + offset, world[ax])
-        self.viewer.camera.center = tuple(world_c[ax - offset] if ax >= offset else 0.0
-                                          for ax in displayed)
+        camera(self.viewer).center = tuple(world_c[ax - offset] if ax >= offset else 0.0
+                                           for ax in displayed)
 
     def _label_selected(self, event=None):
         if self._syncing or self.seg_layer is None:

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._layers import camera
 from ._session import session_for
 from ._table import DataFrameModel, table_view
 from ._worker import WorkerPanelMixin
@@ -651,7 +652,7 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         for ax in range(layer.ndim):
             if ax + offset not in displayed:
                 self.viewer.dims.set_point(ax + offset, world[ax])
-        _camera(self.viewer).center = tuple(world_c[ax - offset] if ax >= offset else 0.0
+        camera(self.viewer).center = tuple(world_c[ax - offset] if ax >= offset else 0.0
                                           for ax in displayed)
 
     def _highlight(self, rec, mask):
@@ -808,11 +809,6 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
             self.close_review()
             self._unbind_keys()
         return super().event(ev)
-
-
-def _camera(viewer):
-    scene = getattr(viewer, "scene", None)  # napari >= 0.9; viewer.camera before
-    return scene.camera if scene is not None else viewer.camera
 
 
 def _keymap_key(key):
