@@ -65,3 +65,24 @@ def test_every_exported_core_name_resolves():
     assert missing == []
     with pytest.raises(AttributeError, match="no attribute"):
         core.not_a_name  # noqa: B018
+
+
+def test_sample_model_records_its_segmentation_and_predicts_the_sample_slice_wise(tmp_path):
+    """The demo model was trained slice-wise along z: its file says so, so the CLI segments the
+    brain sample the same way without --mode, and refuses a 3D run."""
+    import pandas as pd
+
+    from napari_metaseg._sample_data import SAMPLE_DIR
+    from napari_metaseg.cli import main
+    from napari_metaseg.core.meta_io import load_models
+
+    model = SAMPLE_DIR / "brain3d_meta_model.json.gz"
+    clf, reg, info = load_models(model)
+    assert clf.kind == "lasso"
+    assert info["segmentation"] == {"mode": "slices", "slice_axis": -1, "ignore_index": 255}
+    assert info["training_cases"] == ["sub-01"] and reg is None
+    assert main(["predict", str(model), str(SAMPLE_DIR), "--out", str(tmp_path / "p"), "-q"]) == 0
+    pred = pd.read_parquet(tmp_path / "p" / "predictions.parquet")
+    assert "slice" in pred.columns and pred["slice"].nunique() > 50
+    assert main(["predict", str(model), str(SAMPLE_DIR), "--mode", "3d", "--out", str(tmp_path / "q"),
+                 "-q"]) == 2

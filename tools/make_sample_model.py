@@ -51,7 +51,9 @@ def main(src, dst="sample_data/brain3d_meta_model.json.gz", case="sub-01"):
     _, table = segment_metrics(probs, gt, mode="slices", slice_axis=-1)
     table.insert(0, "case", case)
     clf = MetaClassifier(kind="lasso", random_state=0).fit(table)
-    path = save_models(dst, classifier=clf)
+    # recorded so that the CLI segments other volumes the same way (slice-wise along z)
+    path = save_models(dst, classifier=clf,
+                       segmentation={"mode": "slices", "slice_axis": -1, "ignore_index": 255})
     p = clf.predict_proba(table)[:, 1]
     y = (table["iou_adj"].to_numpy() > 0).astype(int)
     from sklearn.metrics import roc_auc_score
