@@ -202,7 +202,6 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self.mode_combo.currentTextChanged.connect(self._mode_changed)
         self._mode_changed(self.mode_combo.currentText())
         self.probs_combo.currentTextChanged.connect(self._probs_changed)
-        self._probs_changed()
         self.session.models_changed.connect(self._models_changed)
         napari_viewer.mouse_drag_callbacks.append(self._on_canvas_click)
 
@@ -232,8 +231,7 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         fill(self.image_combo, images, True, [la.name for la in plain])
         fill(self.probs_combo, probs + plain, False, [la.name for la in probs])
         fill(self.gt_combo, labels, True, [la.name for la in labels])
-        if hasattr(self, "mode_combo"):
-            self._probs_changed()
+        self._probs_changed()  # fill() blocks the combo's signals
 
     def _mode_changed(self, mode):
         self.slice_spin.setEnabled(mode == "slices")

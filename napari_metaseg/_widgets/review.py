@@ -653,7 +653,7 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
             if ax + offset not in displayed:
                 self.viewer.dims.set_point(ax + offset, world[ax])
         camera(self.viewer).center = tuple(world_c[ax - offset] if ax >= offset else 0.0
-                                          for ax in displayed)
+                                           for ax in displayed)
 
     def _highlight(self, rec, mask):
         from napari.utils.colormaps import DirectLabelColormap

@@ -399,10 +399,7 @@ class _MetaEstimator(BaseEstimator):
             info["min_interior"] = X.min_interior
             if y is not None:
                 raise ValueError("y must be None when X is a MetaDataset (the target is iou_adj)")
-            if X.min_interior > 0 and X.has_targets:
-                every = X.training_table(min_interior=0)["iou_adj"].to_numpy(np.float64, na_value=np.nan)
-                # segments with IoU_adj = 0 that only the interior filter leaves out (for the message)
-                info["filtered_iou0"] = int((every == 0).sum() - (X.training_table()["iou_adj"] == 0).sum())
+            info["dataset"] = X  # for error messages that name its filter
             X = X.training_table()
         if isinstance(X, pd.DataFrame):
             cols = feature_columns(X)
@@ -662,11 +659,7 @@ class MetaClassifier(ClassifierMixin, _MetaEstimator):
             target = (target > 0).astype(np.int64)
             if target.min() == target.max():
                 which = "IoU_adj > 0" if target[0] == 1 else "IoU_adj = 0"
-                hint = ""
-                if target[0] == 1 and info.get("filtered_iou0"):
-                    hint = (f" ({info['filtered_iou0']} segments with IoU_adj = 0 were left out "
-                            f"because their interior is smaller than min_interior = "
-                            f"{info['min_interior']}; min_interior = 0 keeps them, as in 3D mode)")
+                hint = _interior_filter_hint(info.get("dataset")) if target[0] == 1 else ""
                 raise ValueError(
                     f"the training data hold a single target class: every segment has {which}; "
                     "a meta classifier needs segments with IoU_adj = 0 and with IoU_adj > 0" + hint
@@ -945,6 +938,19 @@ class MetaRegressor(RegressorMixin, _MetaEstimator):
         (200,)
         """
         return np.clip(self._raw(X), 0.0, 1.0)
+
+
+def _interior_filter_hint(dataset):
+    """Message part when a MetaDataset's ``min_interior`` filter left out every IoU_adj = 0
+    segment ("" otherwise). Only called to build an error message."""
+    if dataset is None or dataset.min_interior <= 0:
+        return ""
+    every = dataset.table
+    n_zero = int((every["iou_adj"] == 0).sum() - (dataset.training_table()["iou_adj"] == 0).sum())
+    if n_zero <= 0:
+        return ""
+    return (f" ({n_zero} segments with IoU_adj = 0 were left out because their interior is smaller "
+            f"than min_interior = {dataset.min_interior}; min_interior = 0 keeps them, as in 3D mode)")
 
 
 def _fit_boosting(est, Z, y):
