@@ -4,7 +4,7 @@ Cases (issue 7): 200 cases of 512 x 512 x 19 float32 softmax (smooth class regio
 ``bench_core.smooth_softmax``) with ground truth, stored as ``<case>_softmax.npy`` /
 ``<case>_gt.npy`` (20 MB each; 40 distinct arrays, each written to 5 case files). Each case is
 what the CLI does per case: read both files, compute the metrics, write the Parquet table
-(``napari_metaseg.batch.metrics_task``).
+(``napari_metaseg.workflows.metrics_task``).
 
 Runs (same cases, same output settings):
 
@@ -63,7 +63,8 @@ def _peak_by_pid(results):
 
 
 def _run(cases, out, settings, **kw):
-    from napari_metaseg.batch import metrics_task, run_tasks
+    from napari_metaseg.batch import run_tasks
+    from napari_metaseg.workflows import metrics_task
 
     t0 = time.perf_counter()
     stamps, results = [], []
@@ -81,8 +82,9 @@ def _run(cases, out, settings, **kw):
 
 def brain_costs(tmp: Path):
     """Median seconds per case of a real brain volume: (mode, threads) -> seconds."""
-    from napari_metaseg.batch import metrics_task
+    from napari_metaseg.batch import run_case
     from napari_metaseg.io.cases import Case
+    from napari_metaseg.workflows import metrics_task
 
     sub = SHARED / "brain" / "sub-01"
     if (sub / "softmax_rf.nii.gz").is_file():
@@ -99,7 +101,7 @@ def brain_costs(tmp: Path):
         for threads in (1, ncpu):
             times = []
             for _ in range(3):
-                r = metrics_task(case, tmp / "brain", settings, threads=threads)
+                r = run_case(metrics_task, case, tmp / "brain", settings, threads=threads)
                 if r["status"] != "done":
                     raise SystemExit(f"brain case failed: {r['error']}")
                 times.append(r["seconds"])

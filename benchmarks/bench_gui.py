@@ -1,4 +1,5 @@
-"""GUI responsiveness: QTimer ticks while the analysis runs, and recolouring 20 000 segments.
+"""GUI responsiveness: QTimer ticks while the analysis and the label-error search run, and
+recolouring 20 000 segments.
 
 Run under Xvfb: ``xvfb-run -a -s "-screen 0 1920x1200x24" python benchmarks/bench_gui.py``.
 A 10 ms QTimer counts its ticks on the main thread while the analysis panel's worker runs; the
@@ -34,26 +35,26 @@ def _spin(app, cond, timeout=600):
 
 def _timed_analysis(stamps):
     """Wrap the panel's generator so the worker thread itself stamps when its work ends."""
-    from napari_metaseg._widgets import analysis
+    from napari_metaseg import workflows
 
-    original = analysis._analysis
+    original = workflows.analyse
 
     def timed(*args, **kwargs):
         result = yield from original(*args, **kwargs)
         stamps["worker_done"] = time.perf_counter()
         return result
 
-    analysis._analysis = timed
+    workflows.analyse = timed
     return original
 
 
 def ticks_during_analysis(app, viewer, widget, *, mode):
     from qtpy.QtCore import QTimer
 
-    from napari_metaseg._widgets import analysis
+    from napari_metaseg import workflows
 
-    widget.mode_combo.setCurrentText(mode)
-    widget.slice_spin.setValue(-1)
+    widget.form.mode.value = mode
+    widget.form.slice_axis.value = -1
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
@@ -66,7 +67,7 @@ def ticks_during_analysis(app, viewer, widget, *, mode):
     _spin(app, lambda: widget.worker is not None)
     t1 = time.perf_counter()
     timer.stop()
-    analysis._analysis = original
+    workflows.analyse = original
     t_worker = stamps.get("worker_done", t1)
     ticks = np.array(ticks)
     n_worker = int((ticks <= t_worker).sum())
@@ -79,6 +80,76 @@ def ticks_during_analysis(app, viewer, widget, *, mode):
         "ticks share incl. showing results": len(ticks) / ((t1 - t0) / 0.010),
         "longest gap ms": float(np.diff(np.r_[t0, ticks, t1]).max() * 1000),
     }
+
+
+def ticks_during_label_errors(app, viewer, review, qtbot_like_wait=600):
+    """The review panel's *Find* on the brain sample (slice-wise, the sample model): the same tick
+    count as :func:`ticks_during_analysis`, from the click until the worker's job has returned
+    (the store and table are shown after that)."""
+    from qtpy.QtCore import QTimer
+
+    from napari_metaseg import workflows
+
+    stamps = {}
+    original = workflows.find_in_case
+
+    def timed(*args, **kwargs):
+        result = yield from original(*args, **kwargs)
+        stamps["worker_done"] = time.perf_counter()
+        return result
+
+    workflows.find_in_case = timed
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    review.find()
+    t_started = time.perf_counter()
+    _spin(app, lambda: review.worker is not None, timeout=qtbot_like_wait)
+    t1 = time.perf_counter()
+    timer.stop()
+    workflows.find_in_case = original
+    review.close_review()
+    t_worker = stamps.get("worker_done", t1)
+    ticks = np.array(ticks)
+    inside = ticks[(ticks >= t_started) & (ticks <= t_worker)]
+    return {
+        "proposals found": "yes" if stamps else "no",
+        "start on main thread s (checks, warm-up)": t_started - t0,
+        "worker s": t_worker - t_started,
+        "ticks share while worker runs": len(inside) / max((t_worker - t_started) / 0.010, 1e-9),
+        "longest gap while worker runs ms": float(np.diff(np.r_[t_started, inside, t_worker]).max() * 1000),
+    }
+
+
+def label_error_rows(app):
+    import shutil
+
+    import napari
+
+    from napari_metaseg.io.review import reviews_dir
+
+    # never the user's own review folder: this run deletes its sidecars between runs
+    os.environ["NAPARI_METASEG_REVIEW_DIR"] = tempfile.mkdtemp()
+    viewer = napari.Viewer(show=SHOW)
+    viewer.open_sample("napari-metaseg", "brain3d")
+    _, review = viewer.window.add_plugin_dock_widget("napari-metaseg", "Label-error review")
+    review.load_sample_model()
+    review.form.mode.value = "slices"
+    review.form.slice_axis.value = -1
+    rows = []
+    for i in range(REPEATS + 1):
+        shutil.rmtree(reviews_dir(), ignore_errors=True)  # find anew each time (no restore)
+        row = ticks_during_label_errors(app, viewer, review)
+        if i:  # the first run warms numba's caches
+            rows.append(row)
+    viewer.close()
+    runs = pd.DataFrame(rows)
+    med = runs.median(numeric_only=True).to_dict()
+    med["worst ticks share while worker runs"] = runs["ticks share while worker runs"].min()
+    return {"case": "brain3d sample, label errors (slices)", "runs": len(rows), **med}
 
 
 def recolour_20k(app, viewer, n=20_000, repeats=5):
@@ -145,8 +216,11 @@ def main():
         if folder is None:
             rec = recolour_20k(app, viewer)
         viewer.close()
+    review_row = label_error_rows(app)
     pd.set_option("display.width", 200)
     print(pd.DataFrame(rows).round(3).to_string(index=False))
+    print()
+    print(pd.DataFrame([review_row]).round(3).to_string(index=False))
     print()
     print(pd.DataFrame([rec]).round(3).to_string(index=False))
 

@@ -31,8 +31,8 @@ def populate_demo(viewer, *, sample="brain3d", run=True):
     _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
     # slice-wise along z for the brain, as in the published BraTS evaluation and as the axial
     # view shows it; plain 2D for the nuclei image
-    widget.mode_combo.setCurrentText("slices" if sample == "brain3d" else "auto")
-    widget.slice_spin.setValue(-1)
+    widget.form.mode.value = "slices" if sample == "brain3d" else "auto"
+    widget.form.slice_axis.value = -1
     if run:
         widget.run()
     return widget

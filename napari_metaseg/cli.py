@@ -1,7 +1,10 @@
 """``napari-metaseg``: the headless command line over :mod:`napari_metaseg.core` and ``io``.
 
-Subcommands: ``metrics``, ``train``, ``evaluate``, ``predict``, ``rank``, ``label-errors``,
-``report``, ``demo``. Run ``napari-metaseg <command> --help``.
+Subcommands: ``metrics``, ``train``, ``refit``, ``evaluate``, ``predict``, ``rank``,
+``label-errors``, ``report``, ``demo``. Run ``napari-metaseg <command> --help``.
+
+Argument parsing and printing only: every job is a function of :mod:`napari_metaseg.workflows`
+(the same the napari panels run), drained here with a progress bar.
 
 Exit codes: 0 everything done, 1 some case (or the computation) failed, 2 usage error.
 Heavy modules (numba, pandas, scikit-learn, dask) are imported inside the commands, so that
@@ -13,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from .names import MODEL_PAIRS, MODES, SPLITS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "napari-metaseg"
@@ -66,7 +71,7 @@ def _add_case_options(p, *, out_help, resumable=True):
     p.add_argument("--pairs", metavar="CSV",
                    help="CSV file with the header case,softmax,gt (gt may be empty)")
     p.add_argument("--out", required=True, metavar="DIR" if resumable else "CSV", help=out_help)
-    p.add_argument("--mode", choices=("auto", "2d", "3d", "slices"), default=None,
+    p.add_argument("--mode", choices=MODES, default=None,
                    help="segments in 2D, 3D or slice by slice (default: the model's training mode "
                         "where a model is given, else auto = 2d/3d by dimension)")
     p.add_argument("--slice-axis", type=int, default=None,
@@ -84,7 +89,7 @@ def _add_case_options(p, *, out_help, resumable=True):
                         "workers must see the same files")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="numba threads per case (default: all cores serially, cores / N with --workers); "
-                        "results are bit-identical between runs with the same value")
+                        "results do not depend on it")
     if resumable:
         p.add_argument("--force", action="store_true", help="recompute cases that are already done")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
@@ -98,6 +103,14 @@ def _add_table_options(p):
                    help="use segments with at least N interior pixels (default 1, as in the paper; "
                         "use 0 for 3D mode)")
     p.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_split_options(p, help_splits, default=10):
+    p.add_argument("--splits", type=int, default=default, metavar="N", help=help_splits)
+    p.add_argument("--split", default="auto", choices=SPLITS,
+                   help="what stays together in a split (default auto: by case with 2 or more cases, "
+                        "else by slice for slice-wise tables, else by segment)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,16 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
                                    "DIR/failed.csv.")
     _add_case_options(p, out_help="output folder")
 
-    p = sub.add_parser("train", help="fit meta models on metrics tables with ground truth")
+    p = sub.add_parser("train", help="fit meta models on metrics tables with ground truth",
+                       description="Fit and evaluate the meta models; writes the model file and, beside "
+                                   "it, its training data (<name>.dataset.csv), which a later refit "
+                                   "extends.")
     _add_table_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="model file (.json or .json.gz)")
-    p.add_argument("--kind", default="linear", choices=("linear", "lasso", "logistic", "gbm"),
+    p.add_argument("--kind", default="linear", choices=tuple(MODEL_PAIRS),
                    help="linear = L1 logistic classifier + linear regression (the paper's pair, default); "
                         "lasso = L1 for both; logistic = unpenalised logistic + linear; "
                         "gbm = gradient boosting for both")
     p.add_argument("--target", default="both", choices=("both", "classification", "regression"))
-    p.add_argument("--splits", type=int, default=0, metavar="N",
-                   help="also evaluate on N grouped splits and store the scores in the model (default 0)")
+    _add_split_options(p, "evaluate on N grouped 50/50 splits first and store the scores in the model "
+                          "(default 10, as the meta-model panel; 0 = none)")
+
+    p = sub.add_parser("refit", help="refit a model on its training data plus new tables",
+                       description="Refit the models of MODEL (same kinds and settings) on the training "
+                                   "data saved beside it plus the given tables (a case of the same name "
+                                   "replaces the old one, and is said); writes a new model file.")
+    p.add_argument("model", metavar="MODEL", help="model file written by `train` or a panel")
+    _add_table_options(p)
+    p.add_argument("--out", required=True, metavar="MODEL", help="new model file (.json or .json.gz)")
+    _add_split_options(p, "evaluate on N grouped splits (default 0 = none)", default=0)
 
     p = sub.add_parser("evaluate", help="Table-2 style evaluation of the meta models")
     _add_table_options(p)
@@ -182,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ============================================================================================
-# Case commands: metrics, predict, rank
+# Running jobs (the work is napari_metaseg.workflows; here: arguments in, progress and text out)
 # ============================================================================================
 def _collect_cases(args):
     from .io.cases import CaseError, find_cases, read_pairs_csv
@@ -205,244 +230,168 @@ def _collect_cases(args):
 
 
 def _settings(args) -> dict:
-    return {"mode": args.mode or "auto", "slice_axis": -1 if args.slice_axis is None else args.slice_axis,
-            "ignore_index": args.ignore_index, "class_axis": args.class_axis}
+    from .workflows import case_settings
+
+    return case_settings(mode=args.mode, slice_axis=args.slice_axis, ignore_index=args.ignore_index,
+                         class_axis=args.class_axis)
 
 
-#: --mode values compatible with a model trained in each mode: planar segments (2D images or
-#: slices of volumes) and volumetric ones differ in their size and shape statistics.
-_COMPATIBLE_MODES = {"slices": ("slices", "2d"), "2d": ("2d", "slices", "auto"), "3d": ("3d", "auto")}
-
-
-def _segmentation_of_model(args, info, model):
-    """Use the model's segmentation mode where the user gave none; refuse an incompatible one.
-
-    A model trained slice-wise gets ``--mode slices`` (and its slice axis) by default; one trained
-    in 3D gets ``3d``; ``--mode 3d`` for a slice-wise model (or ``slices`` for a 3D one) is a
-    usage error. Models whose tables were made with ``auto`` (2D or 3D by input) or that do not
-    record it are not checked.
-    """
-    seg = info.get("segmentation") or {}
-    m_mode, m_axis = seg.get("mode"), seg.get("slice_axis")
-    if m_mode not in _COMPATIBLE_MODES:
-        return
-    if args.mode is None and m_mode in ("slices", "3d"):
-        args.mode = m_mode
-    if args.mode == "slices" and m_mode == "slices" and args.slice_axis is None:
-        args.slice_axis = m_axis
-    axis_differs = (args.mode == "slices" and m_mode == "slices" and m_axis is not None
-                    and args.slice_axis is not None and args.slice_axis != m_axis)
-    if (args.mode is not None and args.mode not in _COMPATIBLE_MODES[m_mode]) or axis_differs:
-        how = f"slice by slice along axis {m_axis}" if m_mode == "slices" else f"in {m_mode}"
-        raise UsageError(
-            f"model {model} was trained on segments made {how}; --mode {args.mode}"
-            f"{f' --slice-axis {args.slice_axis}' if axis_differs else ''} would give it tables of "
-            "another kind (leave out --mode and --slice-axis to use the model's)")
-
-
-def _progress(args, total, desc):
+def _run(args, job, *, total, desc, unit="case"):
+    """Drain a workflow job with a progress bar on stderr; failed cases are written as they come."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="case", disable=args.quiet or total == 0, file=sys.stderr,
-                dynamic_ncols=True, smoothing=0.1)
+    from .batch import DistributedMissingError
+    from .workflows import drain
 
+    quiet = getattr(args, "quiet", False) or total == 0
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True,
+               smoothing=0.1)
+    failed = 0
 
-def _execute(args, fn, todo, fn_args, desc):
-    """Run the tasks with a progress bar; return all results (failures included)."""
-    from .batch import DistributedMissingError, run_tasks
+    def step(fraction, stage):
+        nonlocal failed
+        bar.update(max(0, round(fraction * total) - bar.n))
+        if " failed: " in stage:
+            failed += 1
+            bar.set_postfix(failed=failed)
+            bar.write(f"{PROG}: {stage}", file=sys.stderr)
 
-    results = []
-    bar = _progress(args, len(todo), desc)
     try:
-        for r in run_tasks(fn, todo, args=fn_args, workers=args.workers, scheduler=args.scheduler,
-                           threads=args.threads):
-            results.append(r)
-            bar.update(1)
-            n_failed = sum(x["status"] != "done" for x in results)
-            if n_failed:
-                bar.set_postfix(failed=n_failed)
-            if r["status"] != "done":
-                bar.write(f"{PROG}: case {r['case']} failed: {r['error']}", file=sys.stderr)
+        return drain(job, step)
     except DistributedMissingError as exc:
         raise UsageError(str(exc)) from None
     finally:
         bar.close()
-    return results
 
 
-def _finish(args, out_dir, cases, results, skipped, combined_name, what):
-    """Combined table, failed.csv, summary; returns the exit code."""
-    import pandas as pd
-
-    from .batch import case_table_path
-    from .io.results import write_failed_csv, write_table
-
-    failed = [(r["case"], r["error"]) for r in results if r["status"] != "done"]
-    failed_names = {c for c, _ in failed}
-    parts = []
-    for c in cases:
-        path = case_table_path(out_dir, c.name)
-        if c.name not in failed_names and path.is_file():
-            parts.append(pd.read_parquet(path))
-    if parts:
-        write_table(pd.concat(parts, ignore_index=True), Path(out_dir) / combined_name,
-                    settings={**_settings(args), "command": what})
-    failed_csv = Path(out_dir) / "failed.csv"
-    if failed:
-        write_failed_csv(failed_csv, failed)
-    else:
-        failed_csv.unlink(missing_ok=True)
-    n_done = len(results) - len(failed)
-    _note(args, f"{what}: {_cases(len(cases))}: {n_done} computed, {skipped} already done"
-                f"{' (use --force to recompute)' if skipped else ''}, {len(failed)} failed"
-                f" -> {Path(out_dir) / combined_name}")
-    if failed:
-        print(f"{PROG}: {len(failed)} case(s) failed (listed in {failed_csv}):", file=sys.stderr)
-        for c, e in failed:
-            print(f"  {c}: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+def _run_options(args):
+    return {"workers": args.workers, "scheduler": args.scheduler, "threads": args.threads}
 
 
-def _resumable(args, fn, extra_settings, extra_args, combined_name, what):
-    from .batch import is_done
-    from .io.results import TMP_SUFFIX
-
-    cases = _collect_cases(args)
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} exists and is not a folder")
-    (out_dir / "cases").mkdir(parents=True, exist_ok=True)
-    for stale in (out_dir / "cases").glob(f".*{TMP_SUFFIX}"):  # left by a killed run
-        stale.unlink(missing_ok=True)
-    settings = {**_settings(args), **extra_settings}
-    todo = [c for c in cases if args.force or not is_done(out_dir, c, settings)]
-    skipped = len(cases) - len(todo)
-    if skipped:
-        _note(args, f"{what}: {skipped} of {_cases(len(cases))} already done, skipped")
-    results = _execute(args, fn, todo, (out_dir, settings, *extra_args), what)
-    return _finish(args, out_dir, cases, results, skipped, combined_name, what)
-
-
-def _cmd_metrics(args):
-    from .batch import metrics_task
-
-    return _resumable(args, metrics_task, {"command": "metrics"}, (), "metrics.parquet", "metrics")
-
-
-def _check_model(path):
-    from .core.meta_io import load_models
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"model {path}: no such file")
-    try:
-        _, _, info = load_models(path)
-    except ValueError as exc:
-        raise UsageError(f"model {path}: {exc}") from None
-    return path.resolve(), info
-
-
-def _file_digest(path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _cmd_predict(args):
-    from .batch import predict_task
-
-    model, info = _check_model(args.model)
-    _segmentation_of_model(args, info, model)
-    extra = {"command": "predict", "model": str(model), "model_sha256": _file_digest(model)}
-    return _resumable(args, predict_task, extra, (model,), "predictions.parquet", "predict")
-
-
-def _cmd_rank(args):
-    import pandas as pd
-
-    from .batch import rank_task
-    from .core.active_learning import order_ranking
-    from .io.results import atomic_path
-
-    model, info = _check_model(args.model)
-    _segmentation_of_model(args, info, model)
-    cases = _collect_cases(args)
-    out = Path(args.out)
-    settings = {**_settings(args), "background": None if args.keep_background else 0}
-    results = _execute(args, rank_task, cases, (settings, model), "rank")
-    ok = [r for r in results if r["status"] == "done"]
-    # the order of the cases as given, whatever order the workers finished in: ties stay stable
-    position = {c.name: i for i, c in enumerate(cases)}
-    ok.sort(key=lambda r: position[r["case"]])
-    cols = ["case", "n_segments", "size", "iou_adj_pred_mean", "share_likely_wrong", "iou_adj_mean"]
-    table = pd.DataFrame([{k: r.get(k) for k in cols} for r in ok], columns=cols)
-    if len(table):  # the same order as the active-learning panel (core.order_ranking)
-        table = order_ranking(table.astype({c: float for c in cols[3:]}))
-    else:
-        table.insert(0, "rank", [])
-    table = table.dropna(axis=1, how="all").rename(columns={"share_likely_wrong": "share_p_iou0_gt_05"})
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
-    _note(args, f"rank: {_cases(len(ok))} ranked (worst predicted quality first) -> {out}")
-    return _report_failed_cases(results, out)
-
-
-def _cmd_label_errors(args):
-    import pandas as pd
-
-    from .batch import label_errors_task
-    from .core.meta_io import load_models
-    from .io.results import atomic_path
-
-    if args.min_size < 1:
-        raise UsageError(f"--min-size must be >= 1, got {args.min_size}")
-    model, info = _check_model(args.model)
-    _segmentation_of_model(args, info, model)
-    if load_models(model)[0] is None:
-        raise UsageError(f"model {model}: holds no classifier; train with --target both or classification")
-    cases = _collect_cases(args)
-    trained = {str(c) for c in info.get("training_cases") or []}
-    seen = sorted(trained & {c.name for c in cases})
-    if seen and not args.allow_training_cases:
-        raise UsageError(f"the model was trained on case(s) {', '.join(seen)}; leave them out or pass "
-                         "--allow-training-cases")
-    out = Path(args.out)
-    results = _execute(args, label_errors_task, cases,
-                       (_settings(args), model, args.threshold, args.allow_training_cases, args.min_size),
-                       "label-errors")
-    parts = [r["proposals"] for r in results if r["status"] == "done" and len(r["proposals"])]
-    if parts:
-        table = pd.concat(parts, ignore_index=True).sort_values("score", ascending=False, kind="stable")
-    else:
-        from .core.label_errors import _COLUMNS
-
-        table = pd.DataFrame(columns=_COLUMNS)
-    table.insert(0, "rank", range(1, len(table) + 1))
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
-    n_done = sum(r["status"] == "done" for r in results)
-    _note(args, f"label-errors: {len(table)} proposals in {_cases(n_done)} (most likely first) -> {out}")
-    return _report_failed_cases(results, out)
-
-
-def _report_failed_cases(results, out):
-    """List failed cases on stderr and in ``<out>_failed.csv``; the exit code for the run."""
-    from .io.results import write_failed_csv
-
-    failed = [(r["case"], r["error"]) for r in results if r["status"] != "done"]
+def _report_failed(failed, failed_csv) -> int:
+    """List failed cases on stderr (and in ``failed_csv`` unless None); the exit code."""
     if not failed:
         return EXIT_OK
-    failed_csv = out.with_name(out.stem + "_failed.csv")
-    write_failed_csv(failed_csv, failed)
-    print(f"{PROG}: {len(failed)} case(s) failed (listed in {failed_csv}):", file=sys.stderr)
+    if failed_csv is not None:
+        from .io.results import write_failed_csv
+
+        write_failed_csv(failed_csv, failed)
+    where = f" (listed in {failed_csv})" if failed_csv is not None else ""
+    print(f"{PROG}: {_cases(len(failed))} failed{where}:", file=sys.stderr)
     for c, e in failed:
         print(f"  {c}: {e}", file=sys.stderr)
     return EXIT_FAILED
 
 
+def _check_model(args):
+    """The model file's path and its models, with --mode / --slice-axis taken from or checked
+    against the model's segmentation."""
+    from .core.meta_io import MetaModelFileError
+    from .workflows import check_segmentation, load_model
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise UsageError(f"model {path}: no such file")
+    try:
+        models = load_model(path)
+    except MetaModelFileError as exc:
+        raise UsageError(f"model {path}: {exc}") from None
+    try:
+        args.mode, args.slice_axis = check_segmentation(models.segmentation, mode=args.mode,
+                                                        slice_axis=args.slice_axis, model=f"model {path}")
+    except ValueError as exc:
+        raise UsageError(f"{exc} (leave out --mode and --slice-axis to use the model's)") from None
+    return path.resolve(), models
+
+
+def _summary(args, summary, what) -> int:
+    skipped = summary.skipped
+    combined = summary.combined or summary.out / ("metrics.parquet" if what == "metrics" else
+                                                  "predictions.parquet")
+    _note(args, f"{what}: {_cases(summary.n_cases)}: {summary.computed} computed, {skipped} already done"
+                f"{' (use --force to recompute)' if skipped else ''}, {len(summary.failed)} failed"
+                f" -> {combined}")
+    return _report_failed(summary.failed, summary.out / "failed.csv" if summary.failed else None)
+
+
+def _out_folder(args):
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    return out
+
+
+def _cmd_metrics(args):
+    from .workflows import measure_cases
+
+    cases = _collect_cases(args)
+    summary = _run(args, measure_cases(cases, _out_folder(args), _settings(args), force=args.force,
+                                       **_run_options(args)), total=len(cases), desc="metrics")
+    return _summary(args, summary, "metrics")
+
+
+def _cmd_predict(args):
+    from .workflows import predict_cases
+
+    model, _ = _check_model(args)
+    cases = _collect_cases(args)
+    summary = _run(args, predict_cases(cases, _out_folder(args), _settings(args), model, force=args.force,
+                                       **_run_options(args)), total=len(cases), desc="predict")
+    return _summary(args, summary, "predict")
+
+
+def _write_csv(table, out):
+    from .core.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _failed_csv(out):
+    return out.with_name(out.stem + "_failed.csv")
+
+
+def _cmd_rank(args):
+    from .workflows import rank
+
+    model, _ = _check_model(args)
+    cases = _collect_cases(args)
+    out = Path(args.out)
+    result = _run(args, rank(cases, model, _settings(args), by="case",
+                             background=None if args.keep_background else 0, **_run_options(args)),
+                  total=len(cases), desc="rank")
+    table = result.ranking.dropna(axis=1, how="all").rename(
+        columns={"share_likely_wrong": "share_p_iou0_gt_05"})
+    _write_csv(table, out)
+    _note(args, f"rank: {_cases(len(table))} ranked (worst predicted quality first) -> {out}")
+    return _report_failed(result.failed, _failed_csv(out) if result.failed else None)
+
+
+def _cmd_label_errors(args):
+    from .workflows import label_errors
+
+    if args.min_size < 1:
+        raise UsageError(f"--min-size must be >= 1, got {args.min_size}")
+    model, models = _check_model(args)
+    if models.classifier is None:
+        raise UsageError(f"model {model}: holds no classifier; train with --target both or classification")
+    cases = _collect_cases(args)
+    seen = sorted(set(map(str, models.classifier.training_cases_)) & {c.name for c in cases})
+    if seen and not args.allow_training_cases:
+        raise UsageError(f"the model was trained on case(s) {', '.join(seen)}; leave them out or pass "
+                         "--allow-training-cases")
+    out = Path(args.out)
+    result = _run(args, label_errors(cases, model, _settings(args), threshold=args.threshold,
+                                     allow_training=args.allow_training_cases, min_size=args.min_size,
+                                     **_run_options(args)), total=len(cases), desc="label-errors")
+    _write_csv(result.proposals, out)
+    _note(args, f"label-errors: {len(result.proposals)} proposals in {_cases(result.n_cases)} "
+                f"(most likely first) -> {out}")
+    return _report_failed(result.failed, _failed_csv(out) if result.failed else None)
+
+
 # ============================================================================================
-# Table commands: train, evaluate, report
+# Table commands: train, refit, evaluate, report
 # ============================================================================================
 def _read_one_table(path: Path):
     import pandas as pd
@@ -490,66 +439,105 @@ def _load_tables(paths):
     return pd.concat([t[cols] for t in tables], ignore_index=True)
 
 
+def _min_interior(args):
+    return 1 if args.min_interior is None else args.min_interior
+
+
 def _dataset(args, table):
     from .core.meta_dataset import MetaDataset
 
     try:
-        min_interior = 1 if args.min_interior is None else args.min_interior
-        return MetaDataset.from_table(table, min_interior=min_interior)
+        return MetaDataset.from_table(table, min_interior=_min_interior(args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-
-
-def _cmd_train(args):
-    from .core.meta_io import save_models
-    from .core.meta_model import MODEL_PAIRS, MetaClassifier, MetaRegressor, evaluate
-
-    out = Path(args.out)
-    if not (out.name.endswith(".json") or out.name.endswith(".json.gz")):
-        raise UsageError(f"--out {out}: a model file ends in .json or .json.gz")
-    ds = _dataset(args, _load_tables(args.tables))
-    if not ds.has_targets:
-        raise UsageError("the tables have no iou_adj column: training needs cases with ground truth")
-    segmentation = _tables_segmentation(args.tables)
-    clf_kind, reg_kind = MODEL_PAIRS[args.kind]
-    clf = reg = ev = None
-    if args.target in ("both", "classification"):
-        clf = MetaClassifier(kind=clf_kind, random_state=args.random_state).fit(ds)
-    if args.target in ("both", "regression"):
-        reg = MetaRegressor(kind=reg_kind, random_state=args.random_state).fit(ds)
-    if args.splits > 0:
-        ev = evaluate(ds, n_splits=args.splits, models=(args.kind,), random_state=args.random_state)
-    save_models(out, clf, reg, evaluation=ev, segmentation=segmentation)
-    model = clf if clf is not None else reg
-    print(f"trained {args.kind} ({args.target}) on {_cases(len(ds.cases))}, {model.n_segments_} segments, "
-          f"{len(model.feature_names_in_)} features -> {out}")
-    if ev is not None:
-        print(ev.to_markdown())
-    return EXIT_OK
 
 
 def _tables_segmentation(paths):
     """The segmentation settings ``metrics`` recorded in the tables (None where unknown, e.g.
     CSV); tables made in different ways are refused."""
-    from .core.meta_io import SEGMENTATION_KEYS
     from .io.results import read_settings
+    from .workflows.models import _merge_segmentation, segmentation_of
 
-    found = {}
+    found = []
     for p in map(Path, paths):
         target = p / "metrics.parquet" if p.is_dir() else p
         if p.is_dir() and not target.is_file():
             target = p / "predictions.parquet"
         settings = read_settings(target) if target.suffix.lower() in (".parquet", ".pq") else None
         if settings and "mode" in settings:
-            found[str(p)] = {k: settings.get(k) for k in SEGMENTATION_KEYS}
-            if found[str(p)]["mode"] != "slices":
-                found[str(p)]["slice_axis"] = None  # not used: not part of how they were made
-    kinds = {tuple(v.items()) for v in found.values()}
-    if len(kinds) > 1:
-        listing = "; ".join(f"{p}: {v}" for p, v in found.items())
-        raise UsageError(f"the tables were made with different segmentation settings ({listing}); "
-                         "train on tables of one kind")
-    return next(iter(found.values())) if found else None
+            found.append(settings.get("segmentation") or segmentation_of(settings))
+    try:
+        return _merge_segmentation(found, "the tables")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _model_out(args):
+    out = Path(args.out)
+    if not (out.name.endswith(".json") or out.name.endswith(".json.gz")):
+        raise UsageError(f"--out {out}: a model file ends in .json or .json.gz")
+    return out
+
+
+def _print_trained(result, what, out):
+    model = result.classifier if result.classifier is not None else result.regressor
+    from .workflows import dataset_path
+
+    print(f"{what} on {_cases(len(result.dataset.cases))}, {model.n_segments_} segments, "
+          f"{len(model.feature_names_in_)} features -> {out} (training data: {dataset_path(out).name})")
+    if result.replaced:
+        print(f"replaced in the training data: {', '.join(result.replaced)}")
+    if result.evaluation is not None:
+        print(result.evaluation.to_markdown())
+    elif result.evaluation_error:
+        print(f"evaluation not possible: {result.evaluation_error}")
+
+
+def _cmd_train(args):
+    from .core.meta_model import MODEL_PAIRS
+    from .workflows import save_model, train
+
+    out = _model_out(args)
+    table = _load_tables(args.tables)
+    if "iou_adj" not in table.columns:
+        raise UsageError("the tables have no iou_adj column: training needs cases with ground truth")
+    seg = _tables_segmentation(args.tables)
+    clf_kind, reg_kind = MODEL_PAIRS[args.kind]
+    targets = {"both": ("classification", "regression")}.get(args.target, (args.target,))
+    try:
+        result = _run(args, train(table=(table, seg), classifier_kind=clf_kind, regressor_kind=reg_kind,
+                                  targets=targets, min_interior=_min_interior(args), n_splits=args.splits,
+                                  split=args.split, random_state=args.random_state),
+                      total=100, desc="train", unit="%")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    save_model(out, result)
+    _print_trained(result, f"trained {args.kind} ({args.target})", out)
+    return EXIT_OK
+
+
+def _cmd_refit(args):
+    from .core.meta_io import MetaModelFileError
+    from .workflows import load_model, refit, save_model
+
+    out = _model_out(args)
+    try:
+        models = load_model(args.model)
+    except (MetaModelFileError, FileNotFoundError) as exc:
+        raise UsageError(f"model {args.model}: {exc}") from None
+    table = _load_tables(args.tables)
+    if "iou_adj" not in table.columns:
+        raise UsageError("the tables have no iou_adj column: refitting needs cases with ground truth")
+    _note(args, f"refit: {models.note}")
+    try:
+        result = _run(args, refit(models, table=(table, _tables_segmentation(args.tables)),
+                                  min_interior=args.min_interior, n_splits=args.splits, split=args.split,
+                                  random_state=args.random_state), total=100, desc="refit", unit="%")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    save_model(out, result)
+    _print_trained(result, "refitted", out)
+    return EXIT_OK
 
 
 def _group(name):
@@ -571,99 +559,24 @@ def _cmd_evaluate(args):
     text = f"{head}\n\n{ev.to_markdown()}\n"
     print(text)
     if args.out:
-        from .io.results import atomic_path
+        from .core.atomic import atomic_write_text
 
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        atomic_write_text(args.out, text)
     return EXIT_OK
 
 
-def _case_summary(table):
-    import numpy as np
-    import pandas as pd
-
-    rows = []
-    for case, t in table.groupby("case", sort=False):
-        row = {"case": case, "segments": len(t)}
-        if "iou_adj" in t:
-            v = t["iou_adj"].to_numpy(np.float64)
-            fin = v[np.isfinite(v)]
-            row["IoU_adj = 0 %"] = 100.0 * float(np.mean(fin == 0)) if fin.size else np.nan
-            row["mean IoU_adj"] = float(fin.mean()) if fin.size else np.nan
-        if "p_iou0" in t:
-            row["p_iou0 > 0.5 %"] = 100.0 * float(np.mean(t["p_iou0"] > 0.5))
-        if "iou_adj_pred" in t:
-            row["mean predicted IoU_adj"] = float(t["iou_adj_pred"].mean())
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def _cmd_report(args):
-    import datetime as dt
-    import html
-
-    from .core.meta_io import load_models
-    from .core.meta_model import MetaClassifier, MetaRegressor, evaluate, predict_table
-    from .core.plots import plot_iou_scatter, plot_lasso_path, plot_roc
-    from .io.report import figure_html, html_page
-    from .io.results import atomic_path
+    from .core.atomic import atomic_write_text
+    from .workflows import drain, report
 
     table = _load_tables(args.tables)
-    ds = _dataset(args, table)
-    notes = []
-    ev = None
-    pred_source = None
-    if args.model:
-        clf, reg, info = load_models(args.model, table=table)
-        table = predict_table(table, clf, reg)
-        ev = info.get("evaluation")
-        pred_source = f"model {args.model}"
-    elif "p_iou0" in table or "iou_adj_pred" in table:
-        pred_source = "predictions stored in the tables"
-    elif ds.has_targets:
-        usable = ds.training_table()
-        clf = MetaClassifier(kind="lasso", random_state=args.random_state).fit(usable)
-        reg = MetaRegressor(kind="linear", random_state=args.random_state).fit(usable)
-        table = predict_table(table, clf, reg)
-        pred_source = "an in-sample fit on these tables (optimistic; pass --model for held-out predictions)"
-    if ds.has_targets and args.splits > 0 and len(ds.cases) >= 2:
-        try:
-            ev = evaluate(ds, n_splits=args.splits, models=("linear",), random_state=args.random_state)
-        except ValueError as exc:
-            notes.append(f"evaluation skipped: {exc}")
-    elif ds.has_targets and len(ds.cases) < 2:
-        notes.append("evaluation needs at least 2 cases (splits are grouped by case)")
-
-    blocks = []
-    intro = (f"<p>{len(ds.cases)} case(s), {len(table)} segments, from "
-             f"{html.escape(', '.join(str(t) for t in args.tables))}. Generated "
-             f"{dt.datetime.now().isoformat(timespec='seconds')}.</p>")
-    if pred_source:
-        intro += f"<p class='note'>Predictions: {html.escape(pred_source)}.</p>"
-    for n in notes:
-        intro += f"<p class='note'>{html.escape(n)}</p>"
-    blocks.append(("Data", intro + _case_summary(table).to_html(index=False, float_format="%.3f",
-                                                                  na_rep="")))
-    if ev is not None:
-        blocks.append((f"Meta models: evaluation ({ev.grouping}, {ev.n_splits} split(s))",
-                       ev.summary().reset_index().to_html(index=False)))
-    figs = []
-    usable = table.loc[ds.training_rows()] if ds.has_targets else table
-    if ds.has_targets and "p_iou0" in usable:
-        try:
-            figs.append(figure_html(plot_roc(usable),
-                                    caption="ROC: IoU_adj = 0 detected by p_iou0 vs entropy"))
-        except ValueError as exc:
-            notes.append(f"no ROC: {exc}")
-    if ds.has_targets and "iou_adj_pred" in usable:
-        figs.append(figure_html(plot_iou_scatter(usable), caption="predicted vs true IoU_adj"))
-    if ev is not None and ev.lasso_path is not None and len(ev.lasso_path):
-        figs.append(figure_html(plot_lasso_path(ev), caption="LASSO path of the meta classifier"))
-    if figs:
-        blocks.append(("Figures", "\n".join(figs)))
+    _dataset(args, table)  # usage errors first
+    text, notes = drain(report(table, sources=args.tables, model=args.model, splits=args.splits,
+                               min_interior=_min_interior(args), random_state=args.random_state))
     out = Path(args.out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(html_page("napari-metaseg report", blocks), encoding="utf-8")
+    atomic_write_text(out, text)
+    for n in notes:
+        _note(args, f"report: {n}")
     print(f"report -> {out}")
     return EXIT_OK
 
@@ -678,6 +591,7 @@ def _cmd_demo(args):
 _COMMANDS = {
     "metrics": _cmd_metrics,
     "train": _cmd_train,
+    "refit": _cmd_refit,
     "evaluate": _cmd_evaluate,
     "predict": _cmd_predict,
     "rank": _cmd_rank,

@@ -84,7 +84,7 @@ def _panel(make_napari_viewer, model_file, folder):
     clf, reg, _ = load_models(model_file)
     session_for(viewer).set_models(clf, reg, str(model_file))
     _, panel = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg active learning")
-    panel.inputs_edit.setText(str(folder))
+    panel.form.inputs.value = str(folder)
     return viewer, panel
 
 
@@ -170,13 +170,13 @@ def test_corrupt_case_is_listed_as_failed_and_others_ranked(make_napari_viewer, 
 
 def test_cancel_stops_the_run_and_keeps_the_table(make_napari_viewer, qtbot, model_file, tmp_path,
                                                   monkeypatch):
-    from napari_metaseg._widgets import active_learning as al
+    from napari_metaseg import workflows
 
     write_unlabelled(tmp_path / "cases")
     _, panel = _panel(make_napari_viewer, model_file, tmp_path / "cases")
     gate = threading.Event()
     seen = []
-    original = al.rank_job
+    original = workflows.rank
 
     def held(*args, **kwargs):
         gen = original(*args, **kwargs)
@@ -192,7 +192,7 @@ def test_cancel_stops_the_run_and_keeps_the_table(make_napari_viewer, qtbot, mod
             seen.append(value)
             yield value
 
-    monkeypatch.setattr(al, "rank_job", held)
+    monkeypatch.setattr(workflows, "rank", held)
     panel.rank_button.click()
     assert panel.rank_button.text() == "Cancel"
     worker = panel.worker
@@ -261,7 +261,7 @@ def test_ranking_slices_of_a_volume_and_opening_one(make_napari_viewer, qtbot, m
     np.save(folder / "v_softmax.npy", np.stack([p for p, _ in slices], axis=2))
     np.save(folder / "v_gt.npy", np.stack([g for _, g in slices], axis=2))
     viewer, panel = _panel(make_napari_viewer, model_file, folder)
-    panel.mode_combo.setCurrentText("slices")
+    panel.form.mode.value = "slices"
     assert panel.options()["by"] == "slice"
     _rank(qtbot, panel)
     shown = panel.shown_table()
@@ -282,11 +282,11 @@ def test_background_is_left_out_unless_counted(make_napari_viewer, qtbot, model_
 
     arrays = write_unlabelled(tmp_path / "cases")
     _, panel = _panel(make_napari_viewer, model_file, tmp_path / "cases")
-    assert not panel.background_box.isChecked()  # left out by default
+    assert not panel.form.keep_background.value  # left out by default
     clf, reg, _ = load_models(model_file)
     tables = {k: segment_metrics(p)[1] for k, (p, _) in arrays.items()}
     for keep, background in ((False, 0), (True, None)):
-        panel.background_box.setChecked(keep)
+        panel.form.keep_background.value = keep
         _rank(qtbot, panel)
         shown = panel.shown_table()
         expected = rank_cases(tables, (clf, reg), background=background)

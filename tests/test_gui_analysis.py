@@ -22,8 +22,8 @@ def _nuclei_panel(make_napari_viewer, show=False):
     viewer = make_napari_viewer(show=show)
     viewer.open_sample("napari-metaseg", "nuclei2d")
     _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
-    assert widget.probs_combo.currentText() == "nuclei softmax"
-    assert widget.gt_combo.currentText() == "nuclei ground truth"
+    assert widget.form.probabilities.value == "nuclei softmax"
+    assert widget.form.ground_truth.value == "nuclei ground truth"
     return viewer, widget
 
 
@@ -42,7 +42,7 @@ def test_full_analysis_on_nuclei_through_the_manifest(make_napari_viewer, qtbot)
     from napari_metaseg.core import segment_metrics
 
     viewer, widget = _nuclei_panel(make_napari_viewer)
-    widget.heat_boxes["D"].setChecked(True)
+    widget.form.heatmaps.D.value = True
     seg_layer = _run(qtbot, viewer, widget)
     names = [la.name for la in viewer.layers]
     assert names == ["nuclei image", "nuclei softmax", "nuclei ground truth", "heatmap E", "heatmap D",
@@ -76,11 +76,11 @@ def test_full_analysis_on_nuclei_through_the_manifest(make_napari_viewer, qtbot)
 
 
 def test_cancel_mid_run_leaves_the_viewer_unchanged(make_napari_viewer, qtbot, monkeypatch):
-    from napari_metaseg._widgets import analysis
+    from napari_metaseg import workflows
 
     gate = threading.Event()
     reached = threading.Event()
-    original = analysis._analysis
+    original = workflows.analyse
 
     def held(*args, **kwargs):
         gen = original(*args, **kwargs)
@@ -89,7 +89,7 @@ def test_cancel_mid_run_leaves_the_viewer_unchanged(make_napari_viewer, qtbot, m
         gate.wait(30)  # the test cancels while the worker is in the middle
         return (yield from gen)
 
-    monkeypatch.setattr(analysis, "_analysis", held)
+    monkeypatch.setattr(workflows, "analyse", held)
     viewer, widget = _nuclei_panel(make_napari_viewer)
     before = [(la.name, id(la)) for la in viewer.layers]
     with qtbot.waitSignal(widget.run_button.clicked):
@@ -196,25 +196,25 @@ def test_mode_box_offers_only_modes_that_apply_and_remembers_the_volume_mode(mak
     viewer.add_image(vol, name="volume softmax", metadata=meta, rgb=False)
     viewer.add_image(vol[0], name="image softmax", metadata=meta, rgb=False)
     _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
-    enabled = lambda: {m: widget.mode_combo.model().item(i).isEnabled() for i, m in enumerate(MODES)}  # noqa: E731
+    enabled = lambda: {m: widget.form.mode.native.model().item(i).isEnabled() for i, m in enumerate(MODES)}  # noqa: E731
 
-    widget.probs_combo.setCurrentText("volume softmax")
-    assert widget.mode_combo.currentText() == "slices" and widget.slice_spin.isEnabled()
+    widget.form.probabilities.value = "volume softmax"
+    assert widget.form.mode.value == "slices" and widget.form.slice_axis.enabled
     assert all(enabled().values())
-    widget.probs_combo.setCurrentText("image softmax")
-    assert widget.mode_combo.currentText() == "2d"
+    widget.form.probabilities.value = "image softmax"
+    assert widget.form.mode.value == "2d"
     assert enabled() == {"auto": True, "2d": True, "3d": False, "slices": False}
-    assert not widget.slice_spin.isEnabled()
+    assert not widget.form.slice_axis.enabled
     assert widget.options()["mode"] == "slices"  # what is saved is the user's volume choice
-    widget.probs_combo.setCurrentText("volume softmax")
-    assert widget.mode_combo.currentText() == "slices" and all(enabled().values())
+    widget.form.probabilities.value = "volume softmax"
+    assert widget.form.mode.value == "slices" and all(enabled().values())
 
-    widget.mode_combo.setCurrentText("3d")
-    widget.probs_combo.setCurrentText("image softmax")
-    widget.probs_combo.setCurrentText("volume softmax")
-    assert widget.mode_combo.currentText() == "3d"
+    widget.form.mode.value = "3d"
+    widget.form.probabilities.value = "image softmax"
+    widget.form.probabilities.value = "volume softmax"
+    assert widget.form.mode.value == "3d"
     # a mode chosen by hand on the 2D layer is the user's new choice: kept for the volume too
-    widget.probs_combo.setCurrentText("image softmax")
-    widget.mode_combo.setCurrentText("auto")
-    widget.probs_combo.setCurrentText("volume softmax")
-    assert widget.mode_combo.currentText() == "auto" and widget.options()["mode"] == "auto"
+    widget.form.probabilities.value = "image softmax"
+    widget.form.mode.value = "auto"
+    widget.form.probabilities.value = "volume softmax"
+    assert widget.form.mode.value == "auto" and widget.options()["mode"] == "auto"

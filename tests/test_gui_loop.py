@@ -33,10 +33,10 @@ def test_review_correct_refit_loop_on_the_brain_sample(make_napari_viewer, qtbot
     _, analysis = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
     _, meta = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg meta model")
     _, review = viewer.window.add_plugin_dock_widget("napari-metaseg", "Label-error review")
-    analysis.mode_combo.setCurrentText("slices")
-    analysis.slice_spin.setValue(-1)
-    review.mode_combo.setCurrentText("slices")
-    review.slice_spin.setValue(-1)
+    analysis.form.mode.value = "slices"
+    analysis.form.slice_axis.value = -1
+    review.form.mode.value = "slices"
+    review.form.slice_axis.value = -1
 
     # 1. analyse, load the demo model (trained on sub-01) in the meta panel and apply it
     seg_layer = _analyse(qtbot, analysis)
@@ -80,17 +80,17 @@ def test_review_correct_refit_loop_on_the_brain_sample(make_napari_viewer, qtbot
     # no segment with IoU_adj = 0 left: the panel says why and keeps its model
     refits = []
     meta.trained.connect(refits.append)
-    meta.min_interior_spin.setValue(1)
+    meta.form.min_interior.value = 1
     loaded = meta.classifier
     assert meta.refit_current() is not None
     wait_for_worker(qtbot, meta)
     assert not refits and meta.classifier is loaded
     assert "min_interior = 0 keeps them" in meta.status.text()
-    meta.min_interior_spin.setValue(0)
+    meta.form.min_interior.value = 0
     assert meta.refit_current() is not None, meta.status.text()
     wait_for_worker(qtbot, meta)
     assert len(refits) == 1, meta.status.text()
-    case = meta.case_edit.text()
+    case = meta.form.case_id.value
     clf = meta.classifier
     assert clf.provenance_[0] == first_fit
     assert clf.provenance_[-1]["added_cases"] == [case] and clf.training_cases_ == [case]

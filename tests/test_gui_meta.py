@@ -24,7 +24,7 @@ def _analysed_nuclei(make_napari_viewer, qtbot):
     wait_for_worker(qtbot, analysis)
     _, meta = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg meta model")
     # the nuclei case has 5 segments with IoU_adj = 0, 2 of them with an interior
-    meta.min_interior_spin.setValue(0)
+    meta.form.min_interior.value = 0
     return viewer, analysis, meta
 
 
@@ -52,7 +52,7 @@ def test_train_on_current_case_shows_evaluation_and_plots(make_napari_viewer, qt
     from napari_metaseg._widgets._settings import section
 
     viewer, _, meta = _analysed_nuclei(make_napari_viewer, qtbot)
-    assert meta.case_edit.text() == "nuclei"
+    assert meta.form.case_id.value == "nuclei"
     _train(qtbot, meta)
     assert meta.classifier is not None and meta.regressor is not None
     assert meta.dataset.cases == ["nuclei"]
@@ -140,7 +140,7 @@ def test_refit_adds_the_current_case_to_the_provenance(make_napari_viewer, qtbot
     _, _, meta = _analysed_nuclei(make_napari_viewer, qtbot)
     _train(qtbot, meta)
     first = meta.classifier
-    meta.case_edit.setText("nuclei-corrected")
+    meta.form.case_id.value = "nuclei-corrected"
     assert meta.refit_current() is not None
     wait_for_worker(qtbot, meta)
     assert "refitted" in meta.status.text(), meta.status.text()
@@ -199,7 +199,7 @@ def test_training_errors_are_notifications(make_napari_viewer, qtbot, monkeypatc
     # a case without ground truth
     viewer.open_sample("napari-metaseg", "nuclei2d")
     _, analysis = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
-    analysis.gt_combo.setCurrentText("(none)")
+    analysis.form.ground_truth.value = "(none)"
     with qtbot.waitSignal(analysis.finished, timeout=120_000):
         analysis.run()
     wait_for_worker(qtbot, analysis)
@@ -214,7 +214,7 @@ def test_training_errors_are_notifications(make_napari_viewer, qtbot, monkeypatc
 
 
 def test_cancel_mid_training_leaves_state_unchanged(make_napari_viewer, qtbot, monkeypatch):
-    from napari_metaseg._widgets import meta as meta_mod
+    from napari_metaseg import workflows
 
     _, _, meta = _analysed_nuclei(make_napari_viewer, qtbot)
     _train(qtbot, meta)
@@ -222,7 +222,7 @@ def test_cancel_mid_training_leaves_state_unchanged(make_napari_viewer, qtbot, m
     shown_eval = meta.shown_evaluation().copy()
 
     gate = threading.Event()
-    original = meta_mod.train_job
+    original = workflows.train
 
     def held(**kwargs):
         gen = original(**kwargs)
@@ -230,8 +230,8 @@ def test_cancel_mid_training_leaves_state_unchanged(make_napari_viewer, qtbot, m
         gate.wait(30)
         return (yield from gen)
 
-    monkeypatch.setattr(meta_mod, "train_job", held)
-    meta.classifier_combo.setCurrentText("gbm")
+    monkeypatch.setattr(workflows, "train", held)
+    meta.form.classifier.value = "gbm"
     meta.train_button.click()
     assert meta.train_button.text() == "Cancel"
     worker = meta.worker
@@ -264,10 +264,10 @@ def test_train_on_a_folder_of_cases(make_napari_viewer, qtbot, tmp_path):
     np.save(folder / "nogt_softmax.npy", probs[:128, :128])
     viewer = make_napari_viewer()
     _, meta = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg meta model")
-    meta.folder_radio.setChecked(True)
-    meta.folder_edit.setText(str(folder))
-    meta.min_interior_spin.setValue(0)
-    meta.splits_spin.setValue(4)
+    meta.form.source.value = "folder"
+    meta.form.folder.value = str(folder)
+    meta.form.min_interior.value = 0
+    meta.form.n_splits.value = 4
     _train(qtbot, meta)
     assert meta.dataset.cases == ["q0", "q1", "q2", "q3"]
     assert "nogt" in meta.status.text()

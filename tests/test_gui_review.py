@@ -25,8 +25,8 @@ def _brain_review(make_napari_viewer, show=False):
     viewer.open_sample("napari-metaseg", "brain3d")
     axial_view(viewer)
     _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "Label-error review")
-    assert widget.probs_combo.currentText() == "brain softmax"
-    assert widget.gt_combo.currentText() == "brain ground truth"
+    assert widget.form.probabilities.value == "brain softmax"
+    assert widget.form.ground_truth.value == "brain ground truth"
     return viewer, widget
 
 
@@ -100,7 +100,7 @@ def test_review_queue_end_to_end_on_the_brain_sample(make_napari_viewer, qtbot, 
     assert {"kind", "label", "predicted", "score", "size", "slice", "decision"} <= set(queue.columns)
     assert (queue["label"] != queue["predicted"]).all()  # a proposal is a disagreement
     # the panel's min size (default 10 voxels) holds, and is recorded with the proposals
-    assert widget.min_size_spin.value() == 10
+    assert widget.form.min_size.value == 10
     assert queue["size"].astype(int).min() >= 10
     assert store.settings["min_size"] == 10
     _assert_shown(viewer, widget, 0)
@@ -191,11 +191,11 @@ def test_review_queue_end_to_end_on_the_brain_sample(make_napari_viewer, qtbot, 
 
 
 def test_cancel_changes_nothing(make_napari_viewer, qtbot, monkeypatch):
-    from napari_metaseg._widgets import review
+    from napari_metaseg import workflows
     from napari_metaseg.io.review import reviews_dir
 
     gate, reached = threading.Event(), threading.Event()
-    original = review._find
+    original = workflows.find_in_case
 
     def held(*args, **kwargs):
         gen = original(*args, **kwargs)
@@ -204,7 +204,7 @@ def test_cancel_changes_nothing(make_napari_viewer, qtbot, monkeypatch):
         gate.wait(30)
         return (yield from gen)
 
-    monkeypatch.setattr(review, "_find", held)
+    monkeypatch.setattr(workflows, "find_in_case", held)
     viewer, widget = _brain_review(make_napari_viewer)
     widget.load_sample_model()
     before = [la.name for la in viewer.layers]
@@ -240,7 +240,7 @@ def test_errors_are_shown_and_change_nothing(make_napari_viewer, qtbot):
     assert not path.with_name(path.name + ".lock").exists()
     # wrong shapes
     viewer.add_labels(np.zeros((10, 10, 10), np.uint8), name="small gt")
-    widget.gt_combo.setCurrentText("small gt")
+    widget.form.ground_truth.value = "small gt"
     widget.find_button.click()
     assert "not the same case" in widget.status.text() and widget.worker is None
 

@@ -85,7 +85,7 @@ def meta_panel(app, out="docs"):
     meta_dock, meta = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg meta model")
     qt_window = viewer.window._qt_window
     qt_window.tabifyDockWidget(analysis_dock, meta_dock)
-    meta.min_interior_spin.setValue(0)  # the nuclei case has few IoU_adj = 0 segments with interior
+    meta.form.min_interior.value = 0  # the nuclei case has few IoU_adj = 0 segments with interior
     meta.train()
     wait(app, meta)
     meta.apply_to_current()
@@ -184,8 +184,8 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     viewer.window._qt_window.resize(1800, 1000)
     session_for(viewer).set_models(clf, reg, str(model))
     dock, panel = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg active learning")
-    panel.inputs_edit.setText(str(tmp / "cases"))
-    panel.mode_combo.setCurrentText("slices")
+    panel.form.inputs.value = str(tmp / "cases")
+    panel.form.mode.value = "slices"
     t0 = _time.perf_counter()
     panel.rank()
     wait(app, panel)

@@ -1,4 +1,4 @@
-"""Per-viewer state shared by the panels: the loaded meta models."""
+"""Per-viewer state shared by the panels: the meta models in use (a ``workflows.MetaModels``)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,51 @@ import weakref
 
 from psygnal import Signal
 
+from ..workflows.models import MetaModels
+
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Session:
-    """The meta models in use for one viewer; ``models_changed`` fires when they change."""
+    """The meta models in use for one viewer; ``models_changed`` fires when they change.
+
+    ``models`` carries the pair with its training data, evaluation and segmentation settings,
+    so every panel applies, refits and saves the same thing.
+    """
 
     models_changed = Signal()
 
     def __init__(self):
-        self.classifier = None
-        self.regressor = None
-        self.model_path = None
+        self.models = MetaModels()
+
+    @property
+    def classifier(self):
+        return self.models.classifier
+
+    @property
+    def regressor(self):
+        return self.models.regressor
+
+    @property
+    def model_path(self):
+        return self.models.path
+
+    @model_path.setter
+    def model_path(self, path):
+        self.models.path = path
 
     @property
     def has_models(self):
-        return self.classifier is not None or self.regressor is not None
+        return self.models.has_models
 
-    def set_models(self, classifier, regressor, path=None):
-        self.classifier, self.regressor, self.model_path = classifier, regressor, path
+    def set(self, models: MetaModels):
+        """Use ``models`` in every panel of this viewer."""
+        self.models = models
         self.models_changed.emit()
+
+    def set_models(self, classifier, regressor, path=None, **more):
+        """Use this pair (``more``: ``dataset``, ``evaluation``, ``segmentation``)."""
+        self.set(MetaModels(classifier, regressor, path=path, **more))
 
 
 def session_for(viewer):

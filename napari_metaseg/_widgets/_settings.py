@@ -2,7 +2,8 @@
 
 ``NAPARI_METASEG_CONFIG_DIR`` overrides the directory (tests use it). A settings file that cannot
 be parsed is kept as ``settings.json.corrupt`` (never silently overwritten) and the defaults are
-used; writes go through a temporary file and an atomic rename.
+used; writes go through :func:`napari_metaseg.core.atomic.atomic_write_text` (a new temporary
+file with an unpredictable name, fsync and an atomic rename).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import os
 import warnings
 from pathlib import Path
+
+from ..core.atomic import atomic_write_text
 
 FILENAME = "settings.json"
 
@@ -57,10 +60,7 @@ def update_settings(section, values):
     data[section] = sect
     path = settings_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(FILENAME + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
     except OSError as exc:
         warnings.warn(f"cannot write napari-metaseg settings to {path}: {exc}", RuntimeWarning,
                       stacklevel=2)

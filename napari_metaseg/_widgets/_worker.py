@@ -23,11 +23,15 @@ class WorkerPanelMixin:
     #: first report waits PROGRESS_INTERVAL too (short jobs show no progress at all).
     show_first_progress = False
 
-    def start_worker(self, job, *args, button, status, **kwargs):
-        """Run ``job(*args, **kwargs)`` (a generator yielding ``(fraction, stage)``) in a thread;
-        ``button`` becomes *Cancel* until the worker finishes. Returns the worker."""
+    def start_worker(self, job, *args, button, status, post=None, **kwargs):
+        """Run ``job(*args, **kwargs)`` (a workflow: a generator yielding ``(fraction, stage)``)
+        in a thread; ``button`` becomes *Cancel* until the worker finishes. ``post(result)``,
+        when given, runs in the worker thread too and its value is what ``_on_returned`` gets
+        (display preparation that touches no layer). Returns the worker."""
         from napari.qt.threading import create_worker
 
+        if post is not None:
+            job = _then(job, post)
         # errors go to our handler only (without _ignore_errors superqt re-raises them too)
         self.worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         self._worker_button = button
@@ -43,6 +47,14 @@ class WorkerPanelMixin:
         self.status.setText(status)
         self.worker.start()
         return self.worker
+
+    def fail(self, message):
+        """Show a failure in the status line and as a notification; reset the progress bar."""
+        from napari.utils.notifications import show_error
+
+        self.progress.setValue(0)
+        self.status.setText(f"error: {message}")
+        show_error(f"napari-metaseg: {message}")
 
     def cancel(self):
         """Ask the running worker to stop at its next step."""
@@ -70,3 +82,14 @@ class WorkerPanelMixin:
         update = getattr(self, "_update_buttons", None)
         if update is not None:
             update()
+
+
+def _then(job, post):
+    """The generator function ``job`` followed by ``post`` on its result (in the same thread)."""
+
+    def run(*args, **kwargs):
+        result = yield from job(*args, **kwargs)
+        return post(result)
+
+    run.__name__ = getattr(job, "__name__", "job")
+    return run

@@ -1,167 +1,47 @@
 """Active-learning panel: rank unlabelled cases by predicted quality, open them, export, refit.
 
-Thin: cases come from :func:`napari_metaseg.io.cases.find_cases`; each is read, measured
-(:func:`napari_metaseg.core.segment_metrics`) and summarised
-(:func:`napari_metaseg.core.active_learning.predicted_quality`) in a generator ``thread_worker``,
-one case at a time, and the rows are ordered by
-:func:`~napari_metaseg.core.active_learning.order_ranking` (the order of ``napari-metaseg rank``).
-A case that cannot be read or measured is listed as failed; the others go on. **Refit with
-labelled cases** measures the cases that now have ground truth and refits the session's models
-(:func:`~napari_metaseg.core.refit`) on their old training data plus these; the refitted models
+Thin: cases come from :func:`napari_metaseg.io.cases.find_cases`; the ranking is
+:func:`napari_metaseg.workflows.rank` in a ``thread_worker`` (the same job as
+``napari-metaseg rank``): a case that cannot be read or measured is listed as failed; the others
+go on. **Refit with labelled cases** runs :func:`napari_metaseg.workflows.refit` on the models'
+saved training data plus the cases that now have ground truth; the refitted models
 replace the session's but are saved only by **Save refitted model…**, to a path the user picks.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from .. import workflows
+from ..io.cases import image_beside
+from ..names import MODES
+from ..workflows import TrainResult
+from ._form import make_form, path_text
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel, table_view
 from ._worker import WorkerPanelMixin
 
-MODES = ("auto", "2d", "3d", "slices")
 BY = ("auto", "case", "slice")
 SHOWN = ("rank", "case", "slice", "iou_adj_pred_mean", "share_likely_wrong", "n_segments", "size",
          "iou_adj_mean", "status", "error")
 DEFAULTS = {"inputs": "", "model_file": "", "mode": "auto", "slice_axis": -1, "by": "auto",
             "keep_background": False}
-#: Stems of an image file beside a case's softmax (``<folder>/t1.nii.gz``, ``<case>_image.npy``).
-IMAGE_STEMS = ("image", "img", "t1", "t1w", "t2", "flair", "raw")
-#: Minimum seconds between progress updates of the panel (a repaint recomposites the window).
 _OPENED = "active_learning_case"
-
-
-def _error_text(exc):
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
-# ================================================================================================
-# Work done in the worker thread (no Qt, no layers)
-# ================================================================================================
-def image_beside(case):
-    """The image file of ``case`` beside its softmax, or None.
-
-    ``<case>_<stem>.<ext>`` next to a ``<case>_softmax`` file, or ``<stem>.<ext>`` in a case
-    folder, for ``stem`` in :data:`IMAGE_STEMS` (first match in that order).
-    """
-    from ..io.layers import SUFFIXES, suffix_of
-
-    folder = case.softmax.parent
-    stem = case.softmax.name[: -len(suffix_of(case.softmax.name))]
-    prefix = "" if stem.lower().startswith("softmax") else f"{case.name}_"
-    files = {p.name.lower(): p for p in folder.iterdir() if p.is_file() and suffix_of(p.name) in SUFFIXES}
-    for want in IMAGE_STEMS:
-        for low, path in sorted(files.items()):
-            suf = suffix_of(low)
-            if low[: len(low) - len(suf)] == f"{prefix}{want}".lower():
-                return path
-    return None
-
-
-@dataclass
-class RankResult:
-    ranking: pd.DataFrame
-    failed: list = field(default_factory=list)  # [(case name, error)]
-    by: str = "case"
-    seconds: float = 0.0
-
-
-def rank_job(cases, classifier, regressor, *, mode="auto", slice_axis=-1, by="case", background=0):
-    """Generator: yields ``(fraction, stage)`` per case; returns a :class:`RankResult`.
-
-    Ground truth, where a case has it, is used too (the ranking then shows ``iou_adj_mean``).
-    Segments of class ``background`` are left out (None keeps them), see
-    :func:`napari_metaseg.core.active_learning.predicted_quality`.
-    """
-    from ..core import segment_metrics
-    from ..core.active_learning import order_ranking, predicted_quality
-    from ..io.cases import read_case
-
-    t0 = time.perf_counter()
-    rows, failed = [], []
-    n = len(cases)
-    for i, case in enumerate(cases):
-        yield i / n, f"case {i + 1}/{n}: {case.name}"
-        try:
-            probs, gt, _ = read_case(case)
-            _, table = segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis)
-            del probs, gt
-            if by == "slice" and "slice" not in table.columns:
-                table = table.assign(slice=0)  # a 2D image is one slice
-            rows.append(predicted_quality({case.name: table}, (classifier, regressor), by=by,
-                                          background=background))
-        except MemoryError:
-            failed.append((case.name, "MemoryError: the case does not fit in memory"))
-        except Exception as exc:  # one bad case must not stop the run
-            failed.append((case.name, _error_text(exc)))
-    yield 1.0, f"ordering {len(rows)} case(s)"
-    if rows:
-        ranking = order_ranking(pd.concat(rows, ignore_index=True))
-    else:
-        ranking = pd.DataFrame(columns=["rank", "case"])
-    return RankResult(ranking, failed, by, time.perf_counter() - t0)
-
-
-@dataclass
-class RefitResult:
-    classifier: object
-    regressor: object
-    dataset: object
-    previous_cases: list
-    added_cases: list
-    note: str = ""
-
-
-def refit_job(cases, classifier, regressor, *, base_dataset=None, mode="auto", slice_axis=-1,
-              min_interior=1, note=""):
-    """Generator: measure ``cases`` (all with ground truth) and refit the models on the base
-    dataset plus these (a case of the same name replaces the old one); returns a RefitResult."""
-    from ..core import segment_metrics
-    from ..core.meta_dataset import MetaDataset
-    from ..core.meta_model import refit
-    from ..io.cases import read_case
-
-    names = {c.name for c in cases}
-    if base_dataset is not None:
-        old = base_dataset.table
-        old = old[~old["case"].astype(str).isin(names)]
-        ds = MetaDataset.from_table(old, min_interior=min_interior) if len(old) else MetaDataset(
-            min_interior=min_interior)
-    else:
-        ds = MetaDataset(min_interior=min_interior)
-    previous = list(ds.cases)
-    n = len(cases)
-    for i, case in enumerate(cases):
-        yield 0.8 * i / n, f"measuring {case.name} against its ground truth ({i + 1}/{n})"
-        probs, gt, _ = read_case(case)
-        _, table = segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis)
-        ds.add(case.name, table.drop(columns=[c for c in ("p_iou0", "iou_adj_pred") if c in table]))
-    yield 0.8, "refitting the classifier"
-    clf = refit(classifier, ds) if classifier is not None else None
-    yield 0.9, "refitting the regressor"
-    reg = refit(regressor, ds) if regressor is not None else None
-    return RefitResult(clf, reg, ds, previous, [c.name for c in cases], note)
+MODEL_FILTER = "MetaSeg model (*.json.gz *.json)"
 
 
 # ================================================================================================
@@ -189,53 +69,31 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
         self._last_progress = 0.0
         opts = {**DEFAULTS, **section("active_learning")}
 
-        self.inputs_edit = QLineEdit(str(opts["inputs"]))
-        self.inputs_edit.setPlaceholderText("folder of cases, or files separated by ;")
-        self.inputs_edit.setToolTip("<case>_softmax.* (+ <case>_gt.*), or case folders with softmax.*; "
-                                    "several folders or files separated by ;")
-        folder_button = QPushButton("Folder…")
-        folder_button.clicked.connect(self._browse_folder)
+        self.form = make_form([
+            ("inputs", "file", {"mode": "d", "value": str(opts["inputs"]), "button": "Folder…",
+                                "placeholder": "folder of cases, or files separated by ;"}, "cases",
+             "<case>_softmax.* (+ <case>_gt.*), or case folders with softmax.*; several folders or files "
+             "separated by ;"),
+            ("model_file", "file", {"mode": "r", "value": str(opts["model_file"]), "button": "File…",
+                                    "filter": MODEL_FILTER, "placeholder": "(the session's model)"}, "model",
+             "a model file; empty: the model trained, loaded or refitted in this viewer (meta-model panel)"),
+            ("segmenting", "row", {"fields": [
+                ("mode", "combo", {"choices": MODES, "value": opts["mode"]}, "",
+                 "how each case is segmented (slices: along the last axis)"),
+                ("by", "combo", {"choices": BY, "value": opts["by"]}, "rank by",
+                 "one row per case, or per slice (auto: per slice in slices mode)"),
+            ]}, "segment as", ""),
+            ("keep_background", "check", {"text": "count background (class 0) segments",
+                                          "value": bool(opts["keep_background"])}, None,
+             "off (default): the background segments are left out, so the one large background segment "
+             "of a slice does not decide its rank"),
+        ])
+        # several softmax files go into the cases field too (joined by ;); a FileEdit has one mode
         files_button = QPushButton("Files…")
+        files_button.setToolTip("choose softmax files")
         files_button.clicked.connect(self._browse_files)
-        inputs_row = QHBoxLayout()
-        inputs_row.addWidget(self.inputs_edit, stretch=1)
-        inputs_row.addWidget(folder_button)
-        inputs_row.addWidget(files_button)
-
-        self.model_edit = QLineEdit(str(opts["model_file"]))
-        self.model_edit.setPlaceholderText("(the session's model)")
-        self.model_edit.setToolTip("a model file; empty: the model trained, loaded or refitted in this "
-                                   "viewer (meta-model panel)")
-        model_button = QPushButton("…")
-        model_button.setFixedWidth(28)
-        model_button.clicked.connect(self._browse_model)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_edit, stretch=1)
-        model_row.addWidget(model_button)
-
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(MODES)
-        self.mode_combo.setCurrentText(opts["mode"] if opts["mode"] in MODES else "auto")
-        self.mode_combo.setToolTip("how each case is segmented (slices: along the last axis)")
-        self.by_combo = QComboBox()
-        self.by_combo.addItems(BY)
-        self.by_combo.setCurrentText(opts["by"] if opts["by"] in BY else "auto")
-        self.by_combo.setToolTip("one row per case, or per slice (auto: per slice in slices mode)")
-        mode_row = QHBoxLayout()
-        mode_row.addWidget(self.mode_combo, stretch=1)
-        mode_row.addWidget(QLabel("rank by"))
-        mode_row.addWidget(self.by_combo, stretch=1)
+        self.form.inputs.native.layout().addWidget(files_button)
         self._slice_axis = int(opts["slice_axis"])
-        self.background_box = QCheckBox("count background (class 0) segments")
-        self.background_box.setChecked(bool(opts["keep_background"]))
-        self.background_box.setToolTip("off (default): the background segments are left out, so the one "
-                                       "large background segment of a slice does not decide its rank")
-
-        form = QFormLayout()
-        form.addRow("cases", inputs_row)
-        form.addRow("model", model_row)
-        form.addRow("segment as", mode_row)
-        form.addRow("", self.background_box)
 
         self.rank_button = QPushButton("Rank cases")
         self.rank_button.clicked.connect(self.rank_or_cancel)
@@ -268,7 +126,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
         self.model_label.setWordWrap(True)
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
         layout.addWidget(self.rank_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -283,53 +141,45 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
         self._update_buttons()
 
     # -- inputs ----------------------------------------------------------------------------------
-    def _browse_folder(self):
-        path = QFileDialog.getExistingDirectory(self, "Folder of cases", self.inputs_edit.text())
-        if path:
-            self.inputs_edit.setText(path)
-
-    def _browse_files(self):
+    def _browse_files(self, _=None):
         paths, _ = QFileDialog.getOpenFileNames(self, "Softmax files", "",
                                                 "Probabilities (*.nii *.nii.gz *.npy *.npz *.tif *.tiff)")
         if paths:
-            self.inputs_edit.setText("; ".join(paths))
-
-    def _browse_model(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Meta model", "", "MetaSeg model (*.json.gz *.json)")
-        if path:
-            self.model_edit.setText(path)
+            self.form.inputs.line_edit.value = "; ".join(paths)
 
     def inputs(self):
-        return [s.strip() for s in self.inputs_edit.text().split(";") if s.strip()]
+        return [s.strip() for s in path_text(self.form.inputs).split(";") if s.strip()]
 
     def options(self):
-        mode = self.mode_combo.currentText()
-        by = self.by_combo.currentText()
+        form = self.form
+        mode = form.mode.value
+        by = form.by.value
         if by == "auto":
             by = "slice" if mode == "slices" else "case"
-        return {"inputs": self.inputs_edit.text().strip(), "model_file": self.model_edit.text().strip(),
+        return {"inputs": path_text(form.inputs).strip(), "model_file": path_text(form.model_file).strip(),
                 "mode": mode, "slice_axis": self._slice_axis, "by": by,
-                "keep_background": self.background_box.isChecked()}
+                "keep_background": form.keep_background.value}
 
     def _error(self, message):
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"error: {message}")
-        show_error(f"napari-metaseg: {message}")
+        self.fail(message)
 
     def _models(self):
-        """``(classifier, regressor, model_path)``: the model file's, else the session's."""
-        path = self.model_edit.text().strip()
+        """The model file's :class:`~napari_metaseg.workflows.MetaModels` (with the training data
+        beside it), else the session's."""
+        path = path_text(self.form.model_file).strip()
         if path:
-            from ..core.meta_io import load_models
-
             if not Path(path).is_file():
                 raise ValueError(f"model file {path} does not exist")
-            clf, reg, _ = load_models(path)
-            return clf, reg, str(path)
+            return workflows.load_model(path)
         if not self.session.has_models:
             raise ValueError("no model: train or load one in the meta-model panel, or choose a model file")
-        return self.session.classifier, self.session.regressor, self.session.model_path
+        return self.session.models
+
+    def _settings(self, models, opts):
+        """Case settings for ``opts``, checked against the model's segmentation."""
+        mode, axis = workflows.check_segmentation(models.segmentation, mode=opts["mode"],
+                                                  slice_axis=opts["slice_axis"])
+        return workflows.case_settings(mode=mode, slice_axis=axis)
 
     def _find_cases(self):
         from ..io.cases import find_cases  # CaseError is a ValueError
@@ -349,20 +199,20 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
     def rank(self):
         """Rank the chosen cases in a worker; returns it (None on bad input)."""
         opts = self.options()
-        update_settings("active_learning", {**opts, "by": self.by_combo.currentText()})
+        update_settings("active_learning", {**opts, "by": self.form.by.value})
         if opts["by"] == "slice" and opts["mode"] != "slices":
             self._error("rank by slice needs 'segment as' slices")
             return None
         try:
-            clf, reg, _ = self._models()
+            models = self._models()
+            settings = self._settings(models, opts)
             cases = self._find_cases()
         except ValueError as exc:
             self._error(str(exc))
             return None
         self._pending_cases = {c.name: c for c in cases}
         self._pending_opts = opts
-        return self._start(rank_job, "ranking", cases, clf, reg, mode=opts["mode"],
-                           slice_axis=opts["slice_axis"], by=opts["by"],
+        return self._start(workflows.rank, "ranking", cases, models, settings, by=opts["by"],
                            background=None if opts["keep_background"] else 0)
 
     def _start(self, job, what, *args, **kwargs):
@@ -381,7 +231,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
 
     def _on_returned(self, result):
         self.progress.setValue(100)
-        if isinstance(result, RefitResult):
+        if isinstance(result, TrainResult):
             self._refit_done(result)
             return
         self.result = result
@@ -510,7 +360,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
     # -- export ----------------------------------------------------------------------------------
     def export_csv(self, path=None):
         """Write the ranking as shown to ``path`` (asks when None), atomically."""
-        from ..io.results import atomic_path
+        from ..core.atomic import atomic_path
 
         if self.result is None:
             self._error("nothing to export: rank cases first")
@@ -531,12 +381,10 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
     # -- refit -----------------------------------------------------------------------------------
     def refit(self):
         """Refit the model on its training data plus the cases that now have ground truth."""
-        from ..core.meta_dataset import MetaDataset
-        from .meta import dataset_path
-
         opts = self.options()
         try:
-            clf, reg, model_path = self._models()
+            models = self._models()
+            settings = self._settings(models, opts)
             labelled = [c for c in self._find_cases() if c.gt is not None]
         except ValueError as exc:
             self._error(f"cannot refit: {exc}")
@@ -545,35 +393,24 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
             self._error("cannot refit: no case has ground truth yet (add <case>_gt files beside the "
                         "softmax files, or gt.* in the case folders)")
             return None
-        ref = clf if clf is not None else reg
-        min_interior = ref.provenance_[-1].get("min_interior") if getattr(ref, "provenance_", None) else None
-        min_interior = 1 if min_interior is None else int(min_interior)
-        base, note = None, "refitted on the new cases only (no training data beside the model)"
-        if model_path and dataset_path(model_path).is_file():
-            try:
-                base = MetaDataset.load(dataset_path(model_path), min_interior=min_interior)
-                note = (f"training data {dataset_path(model_path).name} ({len(base.cases)} cases) "
-                        "plus the new cases")
-            except (ValueError, OSError) as exc:
-                note = f"training data {dataset_path(model_path).name} unreadable ({exc}): new cases only"
-        return self._start(refit_job, "refitting", labelled, clf, reg, base_dataset=base,
-                           mode="slices" if opts["mode"] == "slices" else opts["mode"],
-                           slice_axis=opts["slice_axis"], min_interior=min_interior, note=note)
+        return self._start(workflows.refit, "refitting", models, cases=labelled, settings=settings)
 
     def _refit_done(self, result):
         self.refit_result = result
-        self.model_edit.setText("")  # rank again with the session's (refitted) model
-        self.session.set_models(result.classifier, result.regressor, None)
-        self.status.setText(f"refitted: {result.note}; added {', '.join(result.added_cases)}. "
-                            "The session now uses it (not saved); press Rank cases to rank again")
+        self.form.model_file.value = None  # rank again with the session's (refitted) model
+        self.session.set(result)
+        replaced = f"; replaced: {', '.join(result.replaced)}" if result.replaced else ""
+        n = len(result.previous_cases)
+        note = (f"training data ({n} cases) plus the new cases" if n
+                else "the new cases only (no training data beside the model)")
+        self.status.setText(f"refitted on {note}; added {', '.join(result.added_cases)}"
+                            f"{replaced}. The session now uses it (not saved); press Rank cases to rank "
+                            "again")
         self._update_buttons()
         self.refitted.emit(result)
 
     def save_model(self, path=None):
         """Save the refitted models and their training data (asks for a path when None)."""
-        from ..core.meta_io import save_models
-        from .meta import dataset_path
-
         if self.refit_result is None:
             self._error("no refitted model to save")
             return None
@@ -584,8 +421,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
                 return None
         r = self.refit_result
         try:
-            path = save_models(path, r.classifier, r.regressor)
-            r.dataset.save(dataset_path(path))
+            path = workflows.save_model(path, r)
         except (ValueError, TypeError, OSError) as exc:
             self._error(f"cannot save the model to {path}: {exc}")
             return None

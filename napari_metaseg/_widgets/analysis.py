@@ -11,21 +11,18 @@ import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from .._layers import add_results, camera, quality_column, recolor, segment_colormap
 from ..core.colors import quality_rgba
+from ._form import make_form, set_choices
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel, table_view
@@ -34,6 +31,8 @@ from ._worker import PROGRESS_INTERVAL, WorkerPanelMixin  # noqa: F401 (PROGRESS
 NONE = "(none)"
 MODES = ("auto", "2d", "3d", "slices")
 HEATMAPS = ("E", "D", "V")
+HEATMAP_TIPS = {"E": "entropy", "D": "probability margin", "V": "variation ratio"}
+IGNORE_TIP = "ground-truth label left out of the metrics; -1: none"
 TABLE_COLUMNS = ("index", "slice", "class", "S", "S_in", "E", "D", "V", "iou", "iou_adj", "p_iou0",
                  "iou_adj_pred")
 DEFAULTS = {"mode": "auto", "slice_axis": -1, "ignore_index": 255, "heatmaps": ["E"],
@@ -57,40 +56,17 @@ def probability_class_axis(layer):
     return axis
 
 
-def _analysis(probs, gt, *, class_axis, mode, slice_axis, ignore_index, heatmaps, classifier,
-              regressor, hide_classes=(), min_interior=0):
-    """Generator: yields ``(fraction, stage)``, returns ``(maps, seg, table, colormap)``.
+def _colormap_for(hide_classes, min_interior):
+    """``post`` of the analysis job: build the segments' colormap in the worker thread too (a
+    plain model object; the main thread only assigns it)."""
 
-    The colormap is built here too (it is a plain model object): the main thread only assigns.
-    """
-    import numba
+    def post(analysis):
+        column, reverse, _ = quality_column(analysis.table)
+        cmap = segment_colormap(analysis.table, column, reverse=reverse, hide_classes=hide_classes,
+                                min_interior=min_interior)
+        return analysis, cmap
 
-    from ..core import as_probabilities, dispersion_maps, iter_segment_metrics
-
-    # Leave one core to the event loop and the canvas (software OpenGL renders on the CPU too):
-    # numba's thread count is per calling thread, so this affects this worker only.
-    numba.set_num_threads(max(1, numba.config.NUMBA_NUM_THREADS - 1))
-    probs = as_probabilities(probs, class_axis=class_axis)
-    yield 0.1, "validated"
-    maps = dispersion_maps(probs, measures=tuple(heatmaps)) if heatmaps else {}
-    yield 0.3, "heatmaps"
-    gen = iter_segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis, ignore_index=ignore_index)
-    while True:
-        try:
-            frac, stage = next(gen)
-        except StopIteration as stop:
-            seg, table = stop.value
-            break
-        yield 0.3 + 0.65 * frac, stage
-    if classifier is not None or regressor is not None:
-        from ..core.meta_model import predict_table
-
-        table = predict_table(table, classifier, regressor)
-        yield 1.0, "meta model"
-    column, reverse, _ = quality_column(table)
-    cmap = segment_colormap(table, column, reverse=reverse, hide_classes=hide_classes,
-                            min_interior=min_interior)
-    return maps, seg, table, cmap
+    return post
 
 
 def legend_pixmap(width=160, height=12):
@@ -117,46 +93,23 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self._volume_mode = None
         opts = {**DEFAULTS, **section("analysis")}
 
-        self.image_combo = QComboBox()
-        self.probs_combo = QComboBox()
-        self.gt_combo = QComboBox()
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(MODES)
-        self.mode_combo.setCurrentText(str(opts["mode"]) if opts["mode"] in MODES else "auto")
-        self.slice_spin = QSpinBox()
-        self.slice_spin.setRange(-3, 2)
-        self.slice_spin.setValue(int(opts["slice_axis"]))
-        self.slice_spin.setToolTip("spatial axis to cut slices along (-1 = last)")
-        self.ignore_spin = QSpinBox()
-        self.ignore_spin.setRange(-1, 65535)
-        self.ignore_spin.setSpecialValueText("none")
-        self.ignore_spin.setValue(int(opts["ignore_index"]) if opts["ignore_index"] is not None else -1)
-        self.heat_boxes = {}
-        heat_row = QHBoxLayout()
-        for h in HEATMAPS:
-            box = QCheckBox(h)
-            box.setChecked(h in opts["heatmaps"])
-            box.setToolTip({"E": "entropy", "D": "probability margin", "V": "variation ratio"}[h])
-            self.heat_boxes[h] = box
-            heat_row.addWidget(box)
-        self.min_interior_spin = QSpinBox()
-        self.min_interior_spin.setRange(0, 10**6)
-        self.min_interior_spin.setValue(int(opts["min_interior"]))
-        self.min_interior_spin.setToolTip("segments with fewer interior pixels are grey and left "
-                                          "out of the table")
-        self.hide_bg_box = QCheckBox("hide class 0 (background)")
-        self.hide_bg_box.setChecked(bool(opts["hide_background"]))
-
-        form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("probabilities", self.probs_combo)
-        form.addRow("ground truth", self.gt_combo)
-        form.addRow("mode", self.mode_combo)
-        form.addRow("slice axis", self.slice_spin)
-        form.addRow("ignore label", self.ignore_spin)
-        form.addRow("heatmaps", heat_row)
-        form.addRow("min interior", self.min_interior_spin)
-        form.addRow("", self.hide_bg_box)
+        ignore = -1 if opts["ignore_index"] is None else int(opts["ignore_index"])
+        self.form = make_form([
+            ("image", "combo", {"choices": ()}, "image", ""),
+            ("probabilities", "combo", {"choices": ()}, "probabilities", ""),
+            ("ground_truth", "combo", {"choices": ()}, "ground truth", ""),
+            ("mode", "combo", {"choices": MODES, "value": opts["mode"]}, "mode", ""),
+            ("slice_axis", "spin", {"min": -3, "max": 2, "value": int(opts["slice_axis"])},
+             "slice axis", "spatial axis to cut slices along (-1 = last)"),
+            ("ignore_index", "spin", {"min": -1, "max": 65535, "value": ignore},
+             "ignore label", IGNORE_TIP),
+            ("heatmaps", "checks", {"choices": HEATMAPS, "value": list(opts["heatmaps"]),
+                                    "tooltips": HEATMAP_TIPS}, "heatmaps", ""),
+            ("min_interior", "spin", {"min": 0, "max": 10**6, "value": int(opts["min_interior"])},
+             "min interior", "segments with fewer interior pixels are grey and left out of the table"),
+            ("hide_background", "check", {"text": "hide class 0 (background)",
+                                          "value": bool(opts["hide_background"])}, None, ""),
+        ])
 
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run_or_cancel)
@@ -187,7 +140,7 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self.save_button.setEnabled(False)
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
         layout.addWidget(self.run_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -199,9 +152,9 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
                    napari_viewer.layers.events.reordered):
             ev.connect(self._refresh_choices)
         self._refresh_choices()
-        self.mode_combo.currentTextChanged.connect(self._mode_changed)
-        self._mode_changed(self.mode_combo.currentText())
-        self.probs_combo.currentTextChanged.connect(self._probs_changed)
+        self.form.mode.changed.connect(self._mode_changed)
+        self._mode_changed(self.form.mode.value)
+        self.form.probabilities.changed.connect(self._probs_changed)
         self.session.models_changed.connect(self._models_changed)
         napari_viewer.mouse_drag_callbacks.append(self._on_canvas_click)
 
@@ -209,38 +162,27 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
     def _refresh_choices(self, event=None):
         from napari.layers import Image, Labels
 
-        def fill(combo, layers, with_none, prefer=None):
-            current = combo.currentText()
-            names = [la.name for la in layers]
-            combo.blockSignals(True)
-            combo.clear()
-            if with_none:
-                combo.addItem(NONE)
-            combo.addItems(names)
-            if current in names or (with_none and current == NONE):
-                combo.setCurrentText(current)
-            elif prefer:
-                combo.setCurrentText(prefer[0])
-            combo.blockSignals(False)
-
         layers = [la for la in self.viewer.layers if not la.metadata.get("metaseg", {}).get("result")]
         images = [la for la in layers if isinstance(la, Image)]
         probs = [la for la in images if la.metadata.get("metaseg", {}).get("kind") == "probabilities"]
         plain = [la for la in images if la not in probs]
         labels = [la for la in layers if isinstance(la, Labels)]
-        fill(self.image_combo, images, True, [la.name for la in plain])
-        fill(self.probs_combo, probs + plain, False, [la.name for la in probs])
-        fill(self.gt_combo, labels, True, [la.name for la in labels])
-        self._probs_changed()  # fill() blocks the combo's signals
+        form = self.form
+        set_choices(form.image, [NONE] + [la.name for la in images], prefer=[la.name for la in plain[:1]])
+        set_choices(form.probabilities, [la.name for la in probs + plain],
+                    prefer=[la.name for la in probs[:1]])
+        set_choices(form.ground_truth, [NONE] + [la.name for la in labels],
+                    prefer=[la.name for la in labels[:1]])
+        self._probs_changed()  # set_choices() emits no change
 
     def _mode_changed(self, mode):
-        self.slice_spin.setEnabled(mode == "slices")
+        self.form.slice_axis.enabled = mode == "slices"
         if mode != "2d":
             self._volume_mode = None  # the user chose: nothing to restore
 
     def _spatial_ndim(self):
         """Spatial dimensions of the chosen probability layer (None when not usable)."""
-        layer = self._layer(self.probs_combo)
+        layer = self._layer(self.form.probabilities)
         if layer is None:
             return None
         try:
@@ -255,33 +197,35 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         A volume mode shown before is remembered (and kept in the saved options) and comes back
         when a volume is chosen again."""
         is_2d = self._spatial_ndim() == 2
-        items = self.mode_combo.model()
+        mode = self.form.mode
+        items = mode.native.model()  # magicgui has no per-choice enabling: the QComboBox's items
         for i, name in enumerate(MODES):
             if name in ("3d", "slices"):
                 items.item(i).setEnabled(not is_2d)
-        current = self.mode_combo.currentText()
+        current = mode.value
         if is_2d and current in ("3d", "slices"):
-            self.mode_combo.setCurrentText("2d")
+            mode.value = "2d"
             self._volume_mode = current
         elif not is_2d and self._volume_mode is not None and current == "2d":
-            self.mode_combo.setCurrentText(self._volume_mode)
+            mode.value = self._volume_mode
 
     def _layer(self, combo):
-        name = combo.currentText()
+        name = combo.value
         if not name or name == NONE or name not in self.viewer.layers:
             return None
         return self.viewer.layers[name]
 
     def options(self):
         """The panel's options as a dict (what is persisted between sessions)."""
-        ignore = self.ignore_spin.value()
+        form = self.form
+        ignore = form.ignore_index.value
         return {
-            "mode": self._volume_mode or self.mode_combo.currentText(),
-            "slice_axis": self.slice_spin.value(),
+            "mode": self._volume_mode or form.mode.value,
+            "slice_axis": form.slice_axis.value,
             "ignore_index": None if ignore < 0 else ignore,
-            "heatmaps": [h for h, b in self.heat_boxes.items() if b.isChecked()],
-            "min_interior": self.min_interior_spin.value(),
-            "hide_background": self.hide_bg_box.isChecked(),
+            "heatmaps": form.heatmaps.value,
+            "min_interior": form.min_interior.value,
+            "hide_background": form.hide_background.value,
         }
 
     # -- running -----------------------------------------------------------------------------------
@@ -293,18 +237,20 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
 
     def run(self):
         """Start the analysis in a worker; returns the worker (None when the inputs are wrong)."""
-        from napari.utils.notifications import show_error
+        import numba
 
-        probs_layer = self._layer(self.probs_combo)
+        from .. import workflows
+
+        probs_layer = self._layer(self.form.probabilities)
         if probs_layer is None:
-            show_error("napari-metaseg: choose a probability layer first")
+            self.fail("choose a probability layer first")
             return None
         try:
             class_axis = probability_class_axis(probs_layer)
         except ValueError as exc:
-            show_error(f"napari-metaseg: {exc}")
+            self.fail(str(exc))
             return None
-        gt_layer = self._layer(self.gt_combo)
+        gt_layer = self._layer(self.form.ground_truth)
         opts = self.options()
         update_settings("analysis", opts)
         ndim = probs_layer.ndim
@@ -317,32 +263,34 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
             mode = "2d"  # a 2D image: the remembered volume option does not apply
         # No napari activity-dock progress (``_progress``): measured, its bar costs the main
         # thread more than this short computation; the panel's own bar shows the stages.
+        # Leave one core to the event loop and the canvas (software OpenGL renders on the CPU too).
         return self.start_worker(
-            _analysis, np.asarray(probs_layer.data),
+            workflows.analyse, np.asarray(probs_layer.data),
             None if gt_layer is None else np.asarray(gt_layer.data),
             class_axis=class_axis, mode=mode, slice_axis=opts["slice_axis"],
             ignore_index=opts["ignore_index"], heatmaps=opts["heatmaps"],
-            classifier=self.session.classifier, regressor=self.session.regressor,
-            hide_classes=(0,) if opts["hide_background"] else (), min_interior=opts["min_interior"],
+            models=self.session.models if self.session.has_models else None,
+            threads=max(1, numba.config.NUMBA_NUM_THREADS - 1),
+            post=_colormap_for((0,) if opts["hide_background"] else (), opts["min_interior"]),
             button=self.run_button, status="running ...")
 
     def _on_errored(self, exc):
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"error: {exc}")
-        show_error(f"napari-metaseg analysis failed: {exc}")
+        self.fail(f"analysis failed: {exc}")
 
     def _on_aborted(self):
         self.status.setText("cancelled; nothing was changed")
         self.progress.setValue(0)
 
     def _on_returned(self, result):
-        maps, seg, table, cmap = result
+        analysis, cmap = result
+        table = analysis.table
         opts = self._out_opts
         hide = (0,) if opts["hide_background"] else ()
-        layers = add_results(self.viewer, maps, seg, table, scale=self._out_scale,
+        layers = add_results(self.viewer, analysis.maps, analysis.seg, table, scale=self._out_scale,
                              translate=self._out_translate, hide_classes=hide,
                              min_interior=opts["min_interior"], colormap=cmap)
+        # how these segments were made: the meta panel trains with it, models are checked against it
+        layers[-1].metadata["metaseg"]["segmentation"] = analysis.segmentation
         self.set_segments_layer(layers[-1])
         self.progress.setValue(100)
         self.status.setText(f"{len(table)} segments")
@@ -390,8 +338,16 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         if layer is None or layer not in self.viewer.layers or not self.session.has_models:
             return
         from ..core.meta_model import predict_table
+        from ..workflows import check_segmentation
 
-        layer.features = predict_table(layer.features, self.session.classifier, self.session.regressor)
+        seg = layer.metadata.get("metaseg", {}).get("segmentation") or {}
+        try:
+            check_segmentation(self.session.models.segmentation, mode=seg.get("mode"),
+                               slice_axis=seg.get("slice_axis"))
+            layer.features = predict_table(layer.features, self.session.classifier, self.session.regressor)
+        except ValueError as exc:
+            self.fail(f"the model does not fit these segments: {exc}")
+            return
         recolor(layer)
         self._features_changed()
 
@@ -464,7 +420,10 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
                                                   "CSV (*.csv)")
             if not path:
                 return None
-        self.model.frame.to_csv(path, index=False)
+        from ..core.atomic import atomic_path
+
+        with atomic_path(path) as tmp:  # a full disk leaves the previous file, not half of it
+            self.model.frame.to_csv(tmp, index=False)
         self.status.setText(f"saved {len(self.model.frame)} rows to {path}")
         return path
 

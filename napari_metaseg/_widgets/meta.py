@@ -2,8 +2,9 @@
 
 Thin: training data come from the analysis panel's result (the ``segments`` layer's features)
 or from a folder of cases (:mod:`napari_metaseg.io.cases`); the work is
-:mod:`napari_metaseg.core` (``MetaDataset``, ``evaluate``, ``MetaClassifier``/``MetaRegressor``,
-``refit``) in a generator ``thread_worker``. The panel's state (models, dataset, evaluation) is
+:func:`napari_metaseg.workflows.train` / :func:`~napari_metaseg.workflows.refit` in a
+``thread_worker``, files go through :func:`~napari_metaseg.workflows.save_model` /
+:func:`~napari_metaseg.workflows.load_model`. The panel's state (models, dataset, evaluation) is
 replaced only in the worker's ``returned`` handler, so a cancelled or failed run changes
 nothing. Trained or loaded models are applied to data only by **Apply to current case**, which
 hands them to the viewer's session (the analysis panel then recolours and uses them).
@@ -11,186 +12,39 @@ hands them to the viewer's session (the analysis panel then recolours and uses t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
-    QRadioButton,
-    QSpinBox,
     QTableView,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from .. import workflows
+from ..names import CLASSIFIER_KINDS, MODES, PREDICTION_COLUMNS, REGRESSOR_KINDS, SPLITS
+from ..workflows import MetaModels, clean_table, dataset_path
+from ._form import make_form, path_text
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel
 from ._worker import WorkerPanelMixin
 
-CLASSIFIER_KINDS = ("lasso", "logistic", "gbm")
-REGRESSOR_KINDS = ("linear", "lasso", "gbm")
-SPLITS = ("auto", "case", "slice", "segment")
-READ_MODES = ("auto", "2d", "3d", "slices")
-PREDICTION_COLUMNS = ("p_iou0", "iou_adj_pred")
+READ_MODES = MODES
 DEFAULTS = {"source": "current", "folder": "", "classifier": "lasso", "regressor": "linear",
             "min_interior": 1, "n_splits": 10, "split": "auto", "read_mode": "auto",
             "last_model_path": ""}
 PLOTS = ("ROC", "IoU_adj", "LASSO path")
-
-
-# ================================================================================================
-# Work done in the worker thread (no Qt, no layers)
-# ================================================================================================
-def resolve_split(table, choice):
-    """``(group, explanation)`` for :func:`~napari_metaseg.core.evaluate` on ``table``.
-
-    ``auto``: by case when there are at least 2 cases; one case segmented slice by slice keeps
-    whole slices together; otherwise segments are drawn independently (the paper's protocol).
-    """
-    n_cases = table["case"].nunique() if "case" in table.columns else 1
-    has_slice = "slice" in table.columns
-    if choice == "auto":
-        if n_cases >= 2:
-            choice = "case"
-        elif has_slice:
-            choice = "slice"
-        else:
-            choice = "segment"
-    if choice == "case":
-        return "case", (f"splits by case ({n_cases} cases): half of the cases train, the other half "
-                        "validates; this is what to expect on a new case")
-    if choice == "slice":
-        if not has_slice:
-            raise ValueError("split by slice needs slice-wise tables (analysis mode 'slices')")
-        return ("case", "slice"), ("splits by slice: segments of one slice stay together; with one "
-                                   "case this is optimistic for a new case")
-    return None, ("segments split at random (the paper's protocol): with one case this is "
-                  "optimistic for a new case; train on several cases for a fair estimate")
-
-
-def _clean(table):
-    """A metrics table without earlier predictions (they are not metrics)."""
-    return table.drop(columns=[c for c in PREDICTION_COLUMNS if c in table.columns])
-
-
-@dataclass
-class TrainResult:
-    classifier: object
-    regressor: object
-    dataset: object
-    evaluation: object = None
-    evaluation_error: str = ""
-    split_note: str = ""
-    plot_table: object = None
-    plot_note: str = ""
-    skipped: list = field(default_factory=list)
-    refit: bool = False
-
-
-def train_job(*, current=None, folder_cases=(), read_mode="auto", base_dataset=None,
-              refit_from=None, classifier_kind="lasso", regressor_kind="linear", min_interior=1,
-              n_splits=10, split="auto"):
-    """Generator: yields ``(fraction, stage)``; returns a :class:`TrainResult`.
-
-    ``current`` is ``(case_id, table)``; ``folder_cases`` a list of
-    :class:`~napari_metaseg.io.cases.Case`; ``base_dataset`` a ``MetaDataset`` to extend (the
-    current case replaces a case of the same id); ``refit_from`` ``(classifier, regressor)`` to
-    refit instead of training new models.
-    """
-    from sklearn.base import clone
-
-    from ..core import segment_metrics
-    from ..core.meta_dataset import MetaDataset
-    from ..core.meta_model import (
-        MetaClassifier,
-        MetaRegressor,
-        evaluate,
-        evaluation_splits,
-        predict_table,
-        refit,
-    )
-    if base_dataset is not None:
-        table = base_dataset.table
-        if current is not None:
-            table = table[table["case"] != str(current[0])]
-        ds = MetaDataset.from_table(table, min_interior=min_interior)
-    else:
-        ds = MetaDataset(min_interior=min_interior)
-    skipped = []
-    n = max(len(folder_cases), 1)
-    if folder_cases:
-        from ..io.cases import read_case
-    for i, case in enumerate(folder_cases):
-        yield 0.5 * i / n, f"reading case {case.name} ({i + 1}/{n})"
-        if case.gt is None:
-            skipped.append(case.name)
-            continue
-        probs, gt, _ = read_case(case)
-        yield 0.5 * (i + 0.5) / n, f"metrics of case {case.name} ({i + 1}/{n})"
-        _, table = segment_metrics(probs, gt, mode=read_mode)
-        ds.add(case.name, table)
-    if current is not None:
-        ds.add(current[0], _clean(current[1]))
-    if not len(ds.cases):
-        raise ValueError("no case with ground truth to train on"
-                         + (f" (without ground truth: {', '.join(skipped)})" if skipped else ""))
-    data = ds.training_table()
-    group, note = resolve_split(data, split)
-    yield 0.5, f"evaluating ({n_splits} splits, {len(data)} segments)"
-    ev, ev_error = None, ""
-    try:
-        ev = evaluate(ds, n_splits=n_splits, group=group, models=[(classifier_kind, regressor_kind)],
-                      random_state=0)
-    except ValueError as exc:  # e.g. a split whose training half has one class: train anyway
-        ev_error = str(exc)
-    yield 0.75, "fitting the classifier on all segments"
-    if refit_from is not None:
-        clf = refit(refit_from[0], ds) if refit_from[0] is not None else None
-        yield 0.85, "fitting the regressor on all segments"
-        reg = refit(refit_from[1], ds) if refit_from[1] is not None else None
-    else:
-        clf = MetaClassifier(kind=classifier_kind, random_state=0).fit(ds)
-        yield 0.85, "fitting the regressor on all segments"
-        reg = MetaRegressor(kind=regressor_kind, random_state=0).fit(ds)
-    yield 0.9, "predictions for the plots"
-    plot_table, plot_note = None, ""
-    try:  # out-of-sample: the validation half of the first split
-        splits, _ = evaluation_splits(data, n_splits=1, group=group, random_state=0)
-        tr, va = splits[0]
-        train = data.iloc[tr]
-        c0 = None if clf is None else clone(clf).fit(train)
-        r0 = None if reg is None else clone(reg).fit(train)
-        plot_table = predict_table(data.iloc[va], c0, r0)
-        plot_note = (f"validation half of one split ({len(va)} segments; models fitted on the other "
-                     f"{len(tr)})")
-    except ValueError:
-        plot_table = predict_table(data, clf, reg)
-        plot_note = f"training segments (in-sample, optimistic; {len(data)} segments)"
-    return TrainResult(clf, reg, ds, ev, ev_error, note, plot_table, plot_note, skipped,
-                       refit_from is not None)
-
-
-def dataset_path(model_path):
-    """Where the training dataset is kept beside a model file: ``<name>.dataset.csv``."""
-    p = Path(model_path)
-    name = p.name
-    for suffix in (".json.gz", ".json"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return p.with_name(name + ".dataset.csv")
+SOURCES = (("current case", "current"), ("folder of cases", "folder"))
+FOLDER_HINT = "<case>_softmax.* + <case>_gt.*, or case/softmax.* + case/gt.*"
 
 
 # ================================================================================================
@@ -213,62 +67,35 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self.regressor = None
         self.dataset = None
         self.evaluation = None
+        self.segmentation = None
         self.model_path = None
         self.model_info = ""
         opts = {**DEFAULTS, **section("meta")}
 
-        # -- training data
-        self.current_radio = QRadioButton("current case")
-        self.folder_radio = QRadioButton("folder of cases")
-        (self.folder_radio if opts["source"] == "folder" else self.current_radio).setChecked(True)
-        self.case_edit = QLineEdit()
-        self.case_edit.setPlaceholderText("case id of the current case")
-        self.folder_edit = QLineEdit(str(opts["folder"]))
-        self.folder_edit.setPlaceholderText("<case>_softmax.* + <case>_gt.*, or case/softmax.* + case/gt.*")
-        browse = QPushButton("…")
-        browse.setFixedWidth(28)
-        browse.clicked.connect(self._browse_folder)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder_edit)
-        folder_row.addWidget(browse)
-        self.read_mode_combo = self._combo(READ_MODES, opts["read_mode"])
-        self.read_mode_combo.setToolTip("how the folder's cases are segmented (slices: along the last axis)")
-
-        # -- options
-        self.classifier_combo = self._combo(CLASSIFIER_KINDS, opts["classifier"])
-        self.regressor_combo = self._combo(REGRESSOR_KINDS, opts["regressor"])
-        self.min_interior_spin = QSpinBox()
-        self.min_interior_spin.setRange(0, 10**6)
-        self.min_interior_spin.setValue(int(opts["min_interior"]))
-        self.min_interior_spin.setToolTip("segments with fewer interior pixels are left out of "
-                                          "training (1 as in the paper; use 0 in 3D mode)")
-        self.splits_spin = QSpinBox()
-        self.splits_spin.setRange(1, 100)
-        self.splits_spin.setValue(int(opts["n_splits"]))
-        self.split_combo = self._combo(SPLITS, opts["split"])
-        self.split_combo.setToolTip("what stays together in the 50/50 evaluation splits")
-
-        self.current_radio.setToolTip("the analysis panel's result (segments layer with IoU_adj)")
-        self.folder_radio.setToolTip("pairs of softmax and ground-truth files matched by name")
-
-        def row(*items):
-            box = QHBoxLayout()
-            for item in items:
-                if isinstance(item, str):
-                    box.addWidget(QLabel(item))
-                elif isinstance(item, QHBoxLayout):
-                    box.addLayout(item)
-                else:
-                    box.addWidget(item, stretch=1)
-            return box
-
-        form = QFormLayout()
-        form.addRow(self.current_radio, row("id", self.case_edit))
-        form.addRow(self.folder_radio, folder_row)
-        form.addRow("segment folder as", self.read_mode_combo)
-        form.addRow("classifier", row(self.classifier_combo, "regressor", self.regressor_combo))
-        form.addRow("min interior", row(self.min_interior_spin, "splits", self.splits_spin,
-                                        "by", self.split_combo))
+        self.form = make_form([
+            ("source", "radio", {"choices": SOURCES, "value": opts["source"], "orientation": "horizontal"},
+             "train on", "current case: the analysis panel's result (segments layer with IoU_adj); "
+             "folder of cases: pairs of softmax and ground-truth files matched by name"),
+            ("case_id", "line", {"placeholder": "case id of the current case"}, "case id", ""),
+            ("folder", "file", {"mode": "d", "value": str(opts["folder"]), "button": "Folder…",
+                                "placeholder": FOLDER_HINT}, "folder", ""),
+            ("read_mode", "combo", {"choices": READ_MODES, "value": opts["read_mode"]}, "segment folder as",
+             "how the folder's cases are segmented (slices: along the last axis)"),
+            ("models", "row", {"fields": [
+                ("classifier", "combo", {"choices": CLASSIFIER_KINDS, "value": opts["classifier"]}, "", ""),
+                ("regressor", "combo", {"choices": REGRESSOR_KINDS, "value": opts["regressor"]}, "regressor",
+                 ""),
+            ]}, "classifier", ""),
+            ("evaluation", "row", {"fields": [
+                ("min_interior", "spin", {"min": 0, "max": 10**6, "value": int(opts["min_interior"])}, "",
+                 "segments with fewer interior pixels are left out of training (1 as in the paper; use 0 "
+                 "in 3D mode)"),
+                ("n_splits", "spin", {"min": 1, "max": 100, "value": int(opts["n_splits"])}, "splits", ""),
+                ("split", "combo", {"choices": SPLITS, "value": opts["split"]}, "by",
+                 "what stays together in the 50/50 evaluation splits"),
+            ]}, "min interior", ""),
+        ])
+        self.form.folder.changed.connect(self._folder_changed)
 
         self.train_button = QPushButton("Train and evaluate")
         self.train_button.clicked.connect(self.train_or_cancel)
@@ -321,7 +148,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         file_row.addWidget(self.load_button)
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
         layout.addWidget(self.train_button)
         layout.addWidget(self.refit_button)
         layout.addWidget(self.progress)
@@ -340,28 +167,19 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self._default_case_id()
         self._update_buttons()
 
-    @staticmethod
-    def _combo(items, current):
-        combo = QComboBox()
-        combo.addItems(items)
-        combo.setCurrentText(current if current in items else items[0])
-        return combo
-
-    def _browse_folder(self):
-        path = QFileDialog.getExistingDirectory(self, "Folder of training cases", self.folder_edit.text())
-        if path:
-            self.folder_edit.setText(path)
-            self.folder_radio.setChecked(True)
+    def _folder_changed(self, _value=None):
+        if path_text(self.form.folder):  # a folder chosen: train on it
+            self.form.source.value = "folder"
 
     def _default_case_id(self, event=None):
-        if self.case_edit.text():
+        if self.form.case_id.value:
             return
         for layer in self.viewer.layers:
             if layer.metadata.get("metaseg", {}).get("kind") == "probabilities":
                 name = layer.name
                 for word in (" softmax", " probabilities", "_softmax"):
                     name = name.replace(word, "")
-                self.case_edit.setText(name.strip() or "current")
+                self.form.case_id.value = name.strip() or "current"
                 return
 
     def _update_buttons(self):
@@ -375,15 +193,16 @@ class MetaWidget(WorkerPanelMixin, QWidget):
 
     def options(self):
         """The panel's options as a dict (what is persisted between sessions)."""
+        form = self.form
         return {
-            "source": "folder" if self.folder_radio.isChecked() else "current",
-            "folder": self.folder_edit.text(),
-            "classifier": self.classifier_combo.currentText(),
-            "regressor": self.regressor_combo.currentText(),
-            "min_interior": self.min_interior_spin.value(),
-            "n_splits": self.splits_spin.value(),
-            "split": self.split_combo.currentText(),
-            "read_mode": self.read_mode_combo.currentText(),
+            "source": form.source.value,
+            "folder": path_text(form.folder),
+            "classifier": form.classifier.value,
+            "regressor": form.regressor.value,
+            "min_interior": form.min_interior.value,
+            "n_splits": form.n_splits.value,
+            "split": form.split.value,
+            "read_mode": form.read_mode.value,
         }
 
     # -- the current case ---------------------------------------------------------------------
@@ -394,15 +213,22 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         return found[-1] if found else None
 
     def current_case(self, *, need_gt=True):
-        """``(case_id, table)`` of the current case; raises ValueError naming what is missing."""
+        """``(case_id, table, segmentation)`` of the current case; raises ValueError naming what
+        is missing."""
         layer = self.segments_layer()
         if layer is None:
             raise ValueError("no current case: run the MetaSeg analysis panel first")
-        table = _clean(layer.features)
+        table = clean_table(layer.features)
         if need_gt and ("iou_adj" not in table.columns or not table["iou_adj"].notna().any()):
             raise ValueError("the current case has no ground truth (IoU_adj): choose a ground-truth "
                              "layer in the analysis panel and run it again, or train on a folder")
-        return self.case_edit.text().strip() or "current", table
+        segmentation = layer.metadata.get("metaseg", {}).get("segmentation")
+        return self.form.case_id.value.strip() or "current", table, segmentation
+
+    def models(self):
+        """The panel's models with everything saved beside them."""
+        return MetaModels(self.classifier, self.regressor, dataset=self.dataset, evaluation=self.evaluation,
+                          segmentation=self.segmentation, path=self.model_path)
 
     # -- training --------------------------------------------------------------------------------
     def train_or_cancel(self):
@@ -412,10 +238,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
             self.train()
 
     def _error(self, message):
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"error: {message}")
-        show_error(f"napari-metaseg: {message}")
+        self.fail(message)
 
     def train(self):
         """Train new models on the chosen data in a worker; returns it (None on bad input)."""
@@ -431,13 +254,13 @@ class MetaWidget(WorkerPanelMixin, QWidget):
                 if not opts["folder"]:
                     raise ValueError("choose a folder of cases first")
                 cases = find_cases([opts["folder"]])
-                kwargs.update(folder_cases=cases, read_mode=opts["read_mode"])
+                kwargs.update(cases=cases, settings=workflows.case_settings(mode=opts["read_mode"]))
             else:
                 kwargs["current"] = self.current_case()
         except ValueError as exc:
             self._error(str(exc))
             return None
-        return self._start(kwargs, "training")
+        return self._start(workflows.train, kwargs, "training")
 
     def refit_current(self):
         """Add the current case to the training data and refit the models (in a worker)."""
@@ -450,21 +273,21 @@ class MetaWidget(WorkerPanelMixin, QWidget):
             current = self.current_case()
             for model in (self.classifier, self.regressor):
                 if model is not None:
-                    check_columns(model, _clean(current[1]))
+                    check_columns(model, current[1])
+            workflows.check_segmentation(self.segmentation, mode=(current[2] or {}).get("mode"),
+                                         slice_axis=(current[2] or {}).get("slice_axis"))
         except ValueError as exc:
             self._error(f"cannot refit on the current case: {exc}")
             return None
         opts = self.options()
         min_interior = self.dataset.min_interior if self.dataset is not None else opts["min_interior"]
-        kwargs = {"current": current, "base_dataset": self.dataset,
-                  "refit_from": (self.classifier, self.regressor), "min_interior": min_interior,
-                  "n_splits": opts["n_splits"], "split": opts["split"],
-                  "classifier_kind": getattr(self.classifier, "kind", opts["classifier"]),
-                  "regressor_kind": getattr(self.regressor, "kind", opts["regressor"])}
-        return self._start(kwargs, "refitting")
+        kwargs = {"current": current, "n_splits": opts["n_splits"], "split": opts["split"],
+                  "min_interior": min_interior}
+        return self._start(workflows.refit, kwargs, "refitting", self.models())
 
-    def _start(self, kwargs, what):
-        worker = self.start_worker(train_job, button=self.train_button, status=f"{what} …", **kwargs)
+    def _start(self, job, kwargs, what, *args):
+        worker = self.start_worker(job, *args, button=self.train_button, status=f"{what} …", plots=True,
+                                   **kwargs)
         self._update_buttons()
         return worker
 
@@ -478,6 +301,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
     def _on_returned(self, result):
         self.classifier, self.regressor = result.classifier, result.regressor
         self.dataset, self.evaluation = result.dataset, result.evaluation
+        self.segmentation = result.segmentation
         self.model_path = None
         self.progress.setValue(100)
         ds = result.dataset
@@ -485,6 +309,8 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         msg = f"{what} on {len(ds.cases)} case(s), {len(ds.training_table())} segments"
         if result.skipped:
             msg += f"; skipped without ground truth: {', '.join(result.skipped)}"
+        if result.replaced:
+            msg += f"; replaced the earlier tables of: {', '.join(result.replaced)}"
         self.status.setText(msg)
         self._show_evaluation(result.evaluation, result.evaluation_error, result.split_note)
         self._show_plots(result.plot_table, result.evaluation, result.plot_note)
@@ -556,9 +382,8 @@ class MetaWidget(WorkerPanelMixin, QWidget):
 
     # -- files -----------------------------------------------------------------------------------
     def save_model(self, path=None):
-        """Save the models (with their evaluation) and, beside them, the training dataset."""
-        from ..core.meta_io import save_models
-
+        """Save the models (with their evaluation, segmentation settings and, beside them, the
+        training dataset) through :func:`napari_metaseg.workflows.save_model`."""
         if self.classifier is None and self.regressor is None:
             self._error("no model to save: train or load one first")
             return None
@@ -568,16 +393,16 @@ class MetaWidget(WorkerPanelMixin, QWidget):
             if not path:
                 return None
         try:
-            path = save_models(path, self.classifier, self.regressor, evaluation=self.evaluation)
-            if self.dataset is not None:
-                self.dataset.save(dataset_path(path))
+            path = workflows.save_model(path, self.models())
         except (ValueError, TypeError, OSError) as exc:
             self._error(f"cannot save the model to {path}: {exc}")
             return None
         self.model_path = str(path)
+        if self.session.classifier is self.classifier and self.session.regressor is self.regressor:
+            self.session.model_path = str(path)
         self._remember(path)
         self._show_model_info()
-        self.status.setText(f"saved to {path}")
+        self.status.setText(f"saved to {path} (training data: {dataset_path(path).name})")
         return path
 
     def _remember(self, path):
@@ -588,9 +413,9 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self.load_last_button.setVisible(True)
 
     def load_model(self, path=None):
-        """Load a model file (checked against the current case when there is one); not applied."""
-        from ..core.meta_dataset import MetaDataset
-        from ..core.meta_io import MetaModelFileError, load_models
+        """Load a model file (checked against the current case when there is one); not applied.
+        Returns the :class:`~napari_metaseg.workflows.MetaModels` (None on a bad file)."""
+        from ..core.meta_io import MetaModelFileError
 
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, "Load meta model", "",
@@ -602,7 +427,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         except ValueError:
             current = None
         try:
-            clf, reg, info = load_models(path, table=None if current is None else current[1])
+            models = workflows.load_model(path, table=None if current is None else current[1])
         except FileNotFoundError:
             self._error(f"model file {path} does not exist")
             return None
@@ -611,18 +436,9 @@ class MetaWidget(WorkerPanelMixin, QWidget):
                     else "does not fit the current case")
             self._error(f"{Path(path).name} {what}: {exc}")
             return None
-        dataset, note = None, ""
-        ds_path = dataset_path(path)
-        if ds_path.is_file():
-            try:
-                ev = info.get("evaluation")
-                min_int = int(ev.details.get("min_interior", 1)) if ev is not None else 1
-                dataset = MetaDataset.load(ds_path, min_interior=min_int)
-                note = f"; training data {ds_path.name} ({len(dataset.cases)} cases)"
-            except (ValueError, OSError) as exc:
-                note = f"; training data {ds_path.name} unreadable ({exc}), refit will use new cases only"
-        self.classifier, self.regressor = clf, reg
-        self.dataset, self.evaluation = dataset, info.get("evaluation")
+        self.classifier, self.regressor = models.classifier, models.regressor
+        self.dataset, self.evaluation = models.dataset, models.evaluation
+        self.segmentation = models.segmentation
         self.model_path = str(path)
         self._remember(path)
         self._show_evaluation(self.evaluation, note=f"stored with the model (grouping: "
@@ -631,13 +447,13 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         if current is not None and "iou_adj" in current[1].columns:
             from ..core.meta_model import predict_table
 
-            table = predict_table(current[1], clf, reg)
+            table = predict_table(current[1], models.classifier, models.regressor)
             pnote = "the loaded model on the current case"
         self._show_plots(table, self.evaluation, pnote)
         self._show_model_info()
         self._update_buttons()
-        self.status.setText(f"loaded {Path(path).name}{note}; press Apply to use it")
-        return clf, reg, info
+        self.status.setText(f"loaded {Path(path).name}; {models.note}; press Apply to use it")
+        return models
 
     # -- applying --------------------------------------------------------------------------------
     def apply_to_current(self):
@@ -652,13 +468,16 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         if layer is None:
             self._error("no current case: run the MetaSeg analysis panel first")
             return None
+        seg = layer.metadata.get("metaseg", {}).get("segmentation") or {}
         try:
+            workflows.check_segmentation(self.segmentation, mode=seg.get("mode"),
+                                         slice_axis=seg.get("slice_axis"))
             predicted = predict_table(layer.features, self.classifier, self.regressor)
         except ValueError as exc:
             self._error(f"the model does not fit the current case: {exc}")
             return None
-        # the session hands the models to the analysis panel (recolours its result, used on re-runs)
-        self.session.set_models(self.classifier, self.regressor, self.model_path)
+        # the session hands the models to every panel (the analysis panel recolours its result)
+        self.session.set(self.models())
         cols = [c for c in PREDICTION_COLUMNS if c in predicted.columns]
         have = layer.features
         if not all(c in have.columns and np.array_equal(have[c].to_numpy(), predicted[c].to_numpy(),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QPushButton, QVBoxLayout, QWidget
 
 from .._layers import QUALITY_COLUMNS, segment_colormap
+from ._form import make_form, set_choices
 
 
 class OverlayWidget(QWidget):
@@ -14,25 +15,21 @@ class OverlayWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self.layer_combo = QComboBox()
-        self.column_combo = QComboBox()
-        self.reverse_box = QCheckBox("high values are bad (reverse)")
-        self.hide_bg_box = QCheckBox("hide class 0")
-        self.hide_bg_box.setChecked(True)
+        self.form = make_form([
+            ("segments", "combo", {"choices": ()}, "segments", ""),
+            ("column", "combo", {"choices": ()}, "colour by", ""),
+            ("high_is_bad", "check", {"text": "high values are bad (reverse)"}, None, ""),
+            ("hide_background", "check", {"text": "hide class 0", "value": True}, None, ""),
+        ])
         self.apply_button = QPushButton("Colour segments")
         self.apply_button.clicked.connect(self.apply)
-        form = QFormLayout()
-        form.addRow("segments", self.layer_combo)
-        form.addRow("colour by", self.column_combo)
-        form.addRow("", self.reverse_box)
-        form.addRow("", self.hide_bg_box)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
         layout.addWidget(self.apply_button)
         layout.addStretch()
         for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             ev.connect(self._refresh)
-        self.layer_combo.currentTextChanged.connect(self._refresh_columns)
+        self.form.segments.changed.connect(self._refresh_columns)
         self._refresh()
 
     def _labels_with_tables(self):
@@ -41,32 +38,26 @@ class OverlayWidget(QWidget):
         return [la for la in self.viewer.layers if isinstance(la, Labels) and "index" in la.features]
 
     def _refresh(self, event=None):
-        current = self.layer_combo.currentText()
-        names = [la.name for la in self._labels_with_tables()]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
+        set_choices(self.form.segments, [la.name for la in self._labels_with_tables()])
         self._refresh_columns()
 
     def _refresh_columns(self, *_):
-        name = self.layer_combo.currentText()
-        self.column_combo.clear()
+        form = self.form
+        name = form.segments.value
+        set_choices(form.column, [])  # a new table: its first quality column, not the previous choice
         if not name or name not in self.viewer.layers:
             return
         table = self.viewer.layers[name].features
         cols = [c for c in table.columns if c != "index" and np.issubdtype(table[c].dtype, np.number)]
-        self.column_combo.addItems(cols)
+        set_choices(form.column, cols)
         for col, reverse in QUALITY_COLUMNS:
             if col in cols:
-                self.column_combo.setCurrentText(col)
-                self.reverse_box.setChecked(reverse)
+                form.column.value = col
+                form.high_is_bad.value = reverse
                 break
 
     def apply(self):
-        name, column = self.layer_combo.currentText(), self.column_combo.currentText()
+        name, column = self.form.segments.value, self.form.column.value
         if not name or not column:
             return
         layer = self.viewer.layers[name]
@@ -75,7 +66,7 @@ class OverlayWidget(QWidget):
         lo, hi = np.nanmin(values), np.nanmax(values)
         if column not in {c for c, _ in QUALITY_COLUMNS} and hi > lo and not (lo >= 0 and hi <= 1):
             table = table.assign(**{column: (values - lo) / (hi - lo)})  # min-max to [0, 1]
-        layer.colormap = segment_colormap(table, column, reverse=self.reverse_box.isChecked(),
-                                          hide_classes=(0,) if self.hide_bg_box.isChecked() else ())
+        layer.colormap = segment_colormap(table, column, reverse=self.form.high_is_bad.value,
+                                          hide_classes=(0,) if self.form.hide_background.value else ())
         meta = layer.metadata.setdefault("metaseg", {})
         meta.update(color_by=column, color_title=column)

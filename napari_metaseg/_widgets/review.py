@@ -1,11 +1,12 @@
 """Review queue: walk through the ranked label-error proposals and decide on each one.
 
-Thin: proposals come from :func:`napari_metaseg.core.find_label_errors` (run in a generator
-``thread_worker``), every decision goes at once to the sidecar file of
-:class:`napari_metaseg.io.review.ReviewStore` (atomic write, lock file). Layers are touched only
-on the main thread. Keys (bound on the viewer while the panel is open): ``J`` next, ``K``
-previous, ``Alt-1`` label error, ``Alt-2`` not an error, ``Alt-3`` unsure (napari's own keys
-1..7 switch the Labels tools, so the reviewer can fix the label in place).
+Thin: proposals come from :func:`napari_metaseg.workflows.find_in_case` (run in a
+``thread_worker``; the same job as ``napari-metaseg label-errors``), every decision goes at
+once to the sidecar file of :class:`napari_metaseg.io.review.ReviewStore` (atomic write, lock
+file). Layers are touched only on the main thread. Keys (bound on the viewer while the panel is
+open): ``J`` next, ``K`` previous, ``Alt-1`` label error, ``Alt-2`` not an error, ``Alt-3``
+unsure (napari's own keys 1..7 switch the Labels tools, so the reviewer can fix the label in
+place).
 """
 
 from __future__ import annotations
@@ -18,26 +19,26 @@ import pandas as pd
 from qtpy.QtCore import QEvent, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from .. import workflows
 from .._layers import camera
+from ._form import make_form, set_choices
 from ._session import session_for
 from ._table import DataFrameModel, table_view
 from ._worker import WorkerPanelMixin
 
 NONE = "(none)"
+#: The segmentation modes offered, the review's default (slice-wise, as label errors are found) first.
 MODES = ("slices", "3d", "auto")
 DECISION_TEXT = {"label_error": "Label error", "not_error": "Not an error", "unsure": "Unsure"}
 KEYS = {"next": "J", "previous": "K", "label_error": "Alt-1", "not_error": "Alt-2", "unsure": "Alt-3"}
@@ -85,63 +86,6 @@ def _metrics_match_gt(seg, table, gt, ignore_index):
 DEFAULT_MIN_SIZE = 10
 
 
-def _find(probs, gt, *, seg, table, classifier, case_id, mode, slice_axis, ignore_index,
-          allow_training_cases, restore_only, min_size=1):
-    """Generator: yields ``(fraction, stage)``, returns ``(found or None, seg, gt_objects)``."""
-    from ..core import as_probabilities, find_label_errors, iter_segment_metrics
-    from ..core.segments import label_segments
-
-    probs = as_probabilities(probs)
-    yield 0.1, "validated"
-    found = None
-    if restore_only:
-        if seg is None:
-            seg, _ = label_segments(probs.argmax(-1), mode=mode, slice_axis=slice_axis)
-        yield 0.6, "segments"
-    else:
-        if table is None:
-            gen = iter_segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis,
-                                       ignore_index=ignore_index)
-            while True:
-                try:
-                    frac, stage = next(gen)
-                except StopIteration as stop:
-                    seg, table = stop.value
-                    break
-                yield 0.1 + 0.6 * frac, stage
-        table = table.copy()
-        table.insert(0, "case", case_id) if "case" not in table else table.__setitem__("case", case_id)
-        yield 0.75, "metrics"
-        # the voxels go into the sidecar (run-length coded): every kind, also ones without a
-        # segment or GT-object id (``"region"``), is highlighted exactly, also after a restore
-        found = find_label_errors(table, classifier, maps={case_id: (probs, gt, seg)},
-                                  allow_training_cases=allow_training_cases, mode=mode,
-                                  slice_axis=slice_axis, ignore_index=ignore_index,
-                                  min_size=min_size, return_voxels=True)
-    yield 0.9, "proposals"
-    gt_objects, _ = label_segments(gt, mode=mode, slice_axis=slice_axis)
-    return found, seg, gt_objects
-
-
-def _warm_up(gt_dtype, n_classes, ndim, mode, slice_axis):
-    """Compile (or load from numba's cache) the kernels for these dtypes on the main thread.
-
-    Measured: numba compiling in the worker while Mesa's llvmpipe draws the canvas (both run
-    LLVM) crashed the process under Xvfb; on a 3-voxel case this costs milliseconds once cached.
-    """
-    from ..core import segment_metrics
-    from ..core.segments import label_segments
-
-    shape = (3,) * ndim
-    probs = np.full((*shape, n_classes), 1.0 / n_classes, np.float32)
-    probs[..., 0] += 0.01
-    probs /= probs.sum(-1, keepdims=True)
-    gt = np.zeros(shape, gt_dtype)
-    segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis)
-    label_segments(probs.argmax(-1), mode=mode, slice_axis=slice_axis)
-    label_segments(gt, mode=mode, slice_axis=slice_axis)
-
-
 class ReviewWidget(WorkerPanelMixin, QWidget):
     """Dock widget: the ranked label-error proposals of one case, with decisions saved at once."""
 
@@ -155,6 +99,7 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         self.worker = None
         self.store = None
         self.classifier = None  # a model loaded here (sample model); else the session's
+        self._segmentation = None  # how that model's training segments were made
         self.model_note = ""
         self.current = -1
         self._seg = self._gt_objects = None
@@ -164,34 +109,22 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         self._owns_highlight = False
         self.ask = self._ask  # replaced in tests
 
-        self.probs_combo = QComboBox()
-        self.gt_combo = QComboBox()
-        self.seg_combo = QComboBox()
-        self.seg_combo.setToolTip("reuse the analysis panel's segments and metrics when they were "
-                                  "computed against this ground truth (checked); else computed here")
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(MODES)
-        self.slice_spin = QSpinBox()
-        self.slice_spin.setRange(-3, 2)
-        self.slice_spin.setValue(-1)
-        self.ignore_spin = QSpinBox()
-        self.ignore_spin.setRange(-1, 65535)
-        self.ignore_spin.setSpecialValueText("none")
-        self.ignore_spin.setValue(255)
-        self.min_size_spin = QSpinBox()
-        self.min_size_spin.setRange(1, 10_000_000)
-        self.min_size_spin.setValue(DEFAULT_MIN_SIZE)
-        self.min_size_spin.setSuffix(" voxels")
-        self.min_size_spin.setToolTip("leave out proposals smaller than this (one-voxel boundary "
-                                      "disagreements are rarely what a review is for)")
-        form = QFormLayout()
-        form.addRow("probabilities", self.probs_combo)
-        form.addRow("ground truth", self.gt_combo)
-        form.addRow("segments", self.seg_combo)
-        form.addRow("mode", self.mode_combo)
-        form.addRow("slice axis", self.slice_spin)
-        form.addRow("ignore label", self.ignore_spin)
-        form.addRow("min size", self.min_size_spin)
+        self.form = make_form([
+            ("probabilities", "combo", {"choices": ()}, "probabilities", ""),
+            ("ground_truth", "combo", {"choices": ()}, "ground truth", ""),
+            ("segments", "combo", {"choices": ()}, "segments",
+             "reuse the analysis panel's segments and metrics when they were computed against this "
+             "ground truth (checked); else computed here"),
+            ("mode", "combo", {"choices": MODES}, "mode", ""),
+            ("slice_axis", "spin", {"min": -3, "max": 2, "value": -1}, "slice axis", ""),
+            ("ignore_index", "spin", {"min": -1, "max": 65535, "value": 255}, "ignore label",
+             "ground-truth label left out of the metrics; -1: none"),
+            ("min_size", "spin", {"min": 1, "max": 10_000_000, "value": DEFAULT_MIN_SIZE},
+             "min size (voxels)",
+             "leave out proposals smaller than this (one-voxel boundary disagreements are rarely what a "
+             "review is for)"),
+            ("allow_training_cases", "check", {"text": "allow cases the model was trained on"}, None, ""),
+        ])
 
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)
@@ -200,13 +133,12 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
                                             "another subject (sub-01)")
         self.sample_model_button.clicked.connect(lambda: self.load_sample_model())
         self.sample_model_button.setVisible(sample_model_path() is not None)
-        self.allow_box = QCheckBox("allow cases the model was trained on")
         self.allow_warning = QLabel("warning: on its own training cases the model is optimistic; "
                                     "proposals there are not a fair review")
         self.allow_warning.setStyleSheet("color: #e0a030")
         self.allow_warning.setWordWrap(True)
         self.allow_warning.setVisible(False)
-        self.allow_box.toggled.connect(self.allow_warning.setVisible)
+        self.form.allow_training_cases.changed.connect(lambda on: self.allow_warning.setVisible(bool(on)))
 
         self.find_button = QPushButton("Find label errors")
         self.find_button.clicked.connect(self.find_or_cancel)
@@ -248,10 +180,9 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         exp.addWidget(self.write_button)
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
         layout.addWidget(self.model_label)
         layout.addWidget(self.sample_model_button)
-        layout.addWidget(self.allow_box)
+        layout.addWidget(self.form.native)
         layout.addWidget(self.allow_warning)
         layout.addWidget(self.find_button)
         layout.addWidget(self.progress)
@@ -276,18 +207,6 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
     def _refresh_choices(self, event=None):
         from napari.layers import Image, Labels
 
-        def fill(combo, layers, with_none):
-            current = combo.currentText()
-            names = [la.name for la in layers]
-            combo.blockSignals(True)
-            combo.clear()
-            if with_none:
-                combo.addItem(NONE)
-            combo.addItems(names)
-            if current in names or (with_none and current == NONE):
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
-
         def kind(la):
             return la.metadata.get("metaseg", {}).get("kind")
 
@@ -296,20 +215,25 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         gts = [la for la in layers
                if isinstance(la, Labels) and not la.metadata.get("metaseg", {}).get("result")]
         segs = [la for la in layers if isinstance(la, Labels) and kind(la) == "segments"]
-        fill(self.probs_combo, probs, False)
-        fill(self.gt_combo, gts, False)
-        fill(self.seg_combo, segs, True)
-        if self.seg_combo.currentText() == NONE and segs:
-            self.seg_combo.setCurrentText(segs[-1].name)
+        form = self.form
+        set_choices(form.probabilities, [la.name for la in probs])
+        set_choices(form.ground_truth, [la.name for la in gts])
+        set_choices(form.segments, [NONE] + [la.name for la in segs])
+        if form.segments.value == NONE and segs:
+            form.segments.value = segs[-1].name
 
     def _layer(self, combo):
-        name = combo.currentText()
+        name = combo.value
         if not name or name == NONE or name not in self.viewer.layers:
             return None
         return self.viewer.layers[name]
 
     def current_classifier(self):
         return self.classifier if self.classifier is not None else self.session.classifier
+
+    def current_segmentation(self):
+        """How the current classifier's training segments were made (None: unknown)."""
+        return self._segmentation if self.classifier is not None else self.session.models.segmentation
 
     def _show_model(self):
         clf = self.current_classifier()
@@ -324,12 +248,11 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
 
     def load_sample_model(self):
         """Load the brain sample's demo classifier into this panel (only on the user's click)."""
-        from ..core.meta_io import load_models
-
         path = sample_model_path()
         if path is None:
             return self._error("the sample model is not installed (sample_data/brain3d_meta_model.json.gz)")
-        clf, _, _ = load_models(path)
+        models = workflows.load_model(path)
+        clf, self._segmentation = models.classifier, models.segmentation
         self.classifier, self.model_note = clf, f"the sample model ({path.name})"
         self._show_model()
         return clf
@@ -367,10 +290,7 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
 
     # -- messages ----------------------------------------------------------------------------------
     def _error(self, message):
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"error: {message}")
-        show_error(f"napari-metaseg review: {message}")
+        self.fail(f"review: {message}")
 
     def _ask(self, title, text):
         return QMessageBox.question(self, title, text) == QMessageBox.Yes
@@ -433,7 +353,7 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
 
         from .analysis import probability_class_axis
 
-        probs_layer, gt_layer = self._layer(self.probs_combo), self._layer(self.gt_combo)
+        probs_layer, gt_layer = self._layer(self.form.probabilities), self._layer(self.form.ground_truth)
         if probs_layer is None or gt_layer is None:
             return self._error("choose a probability layer and a ground-truth layer")
         try:
@@ -459,21 +379,24 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
                 store.close()
                 return self._error("no meta classifier: load or train one in the MetaSeg meta model "
                                    "panel, or press 'Load sample model' for the brain sample")
-        ignore = self.ignore_spin.value()
+        ignore = self.form.ignore_index.value
         settings = dict(store.settings) if restore else {
-            "mode": self.mode_combo.currentText() if gt.ndim == 3 else "2d",
-            "slice_axis": self.slice_spin.value(),
+            "mode": self.form.mode.value if gt.ndim == 3 else "2d",
+            "slice_axis": self.form.slice_axis.value,
             "ignore_index": None if ignore < 0 else ignore,
         }
         seg = table = None
-        seg_layer = self._layer(self.seg_combo)
+        seg_layer = self._layer(self.form.segments)
         if seg_layer is not None and seg_layer.features is not None and "iou_adj" in seg_layer.features:
             s, t = np.asarray(seg_layer.data), seg_layer.features
             same_mode = ("slice" in t.columns) == (settings["mode"] == "slices")
             if same_mode and _metrics_match_gt(s, t, gt, settings["ignore_index"]):
                 seg, table = s, t
         try:
-            _warm_up(gt.dtype, probs.shape[-1], gt.ndim, settings["mode"], settings["slice_axis"])
+            if not restore:  # the model must have been trained on segments made this way
+                workflows.check_segmentation(self.current_segmentation(), mode=settings["mode"],
+                                             slice_axis=settings["slice_axis"])
+            workflows.warm_up(gt.dtype, probs.shape[-1], gt.ndim, settings["mode"], settings["slice_axis"])
         except ValueError as exc:
             store.close()
             return self._error(str(exc))
@@ -481,11 +404,11 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         self._reused = table is not None
         self._t0 = time.monotonic()
         worker = self.start_worker(
-            _find, probs, gt, seg=seg, table=None if restore else table, classifier=clf,
+            workflows.find_in_case, probs, gt, seg=seg, table=None if restore else table, classifier=clf,
             case_id=store.case.get("case_id") or "current", mode=settings["mode"],
             slice_axis=settings["slice_axis"], ignore_index=settings["ignore_index"],
-            allow_training_cases=self.allow_box.isChecked(), restore_only=restore,
-            min_size=self.min_size_spin.value(), button=self.find_button,
+            allow_training_cases=self.form.allow_training_cases.value, restore_only=restore,
+            min_size=self.form.min_size.value, button=self.find_button,
             status="restoring the review ..." if restore else "finding label errors ...")
         self._update_buttons()
         return worker
@@ -514,8 +437,8 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
             store.set_proposals(found, settings={
                 **self._settings, "model": self.model_note or self.session.model_path,
                 "model_training_cases": list(map(str, clf.training_cases_)),
-                "allow_training_cases": self.allow_box.isChecked(),
-                "min_size": self.min_size_spin.value(),
+                "allow_training_cases": self.form.allow_training_cases.value,
+                "min_size": self.form.min_size.value,
                 "reused_segments_layer": self._reused})
             note = f"{len(found)} proposals in {elapsed:.1f} s"
         else:

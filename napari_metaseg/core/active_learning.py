@@ -47,14 +47,10 @@ def _split_model(model):
     if isinstance(model, MetaRegressor):
         return None, model
     if isinstance(model, (tuple, list)) and len(model) == 2:
-        clf, reg = model
-        if clf is None and reg is None:
-            raise ValueError("model holds neither a classifier nor a regressor: pass at least one")
-        if clf is not None and not isinstance(clf, MetaClassifier):
-            raise TypeError(f"model[0] must be a MetaClassifier or None, got {type(clf).__name__}")
-        if reg is not None and not isinstance(reg, MetaRegressor):
-            raise TypeError(f"model[1] must be a MetaRegressor or None, got {type(reg).__name__}")
-        return clf, reg
+        from .meta_estimators import check_model_pair
+
+        return check_model_pair(*model, what="model holds neither a classifier nor a regressor: pass "
+                                              "at least one")
     raise TypeError(
         "model must be a (classifier, regressor) pair, a MetaClassifier or a MetaRegressor, "
         f"got {type(model).__name__}"

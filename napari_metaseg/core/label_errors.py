@@ -85,18 +85,11 @@ def _regions(lab, ids, *, voxels=False):
 
 
 def _check_classifier(classifier):
-    from sklearn.utils.validation import check_is_fitted
-
-    from .meta_model import MetaClassifier
+    from .meta_estimators import MetaClassifier, check_model_pair
 
     if not isinstance(classifier, MetaClassifier):
         raise TypeError(f"classifier must be a fitted MetaClassifier, got {type(classifier).__name__}")
-    check_is_fitted(classifier)
-    if list(np.asarray(classifier.classes_).tolist()) != [0, 1]:
-        raise ValueError(
-            "classifier was fitted on custom labels, not on IoU_adj > 0 (classes_ must be [0, 1], "
-            f"got {list(classifier.classes_)})"
-        )
+    check_model_pair(classifier, None)
 
 
 def _case_arrays(maps, case, n_cases):
@@ -109,7 +102,7 @@ def _case_arrays(maps, case, n_cases):
     return maps.get(case)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pred_doubt_kernel(probs, gt, ignore):  # pragma: no cover - compiled
     """Per voxel of ``probs`` (voxels x classes): the predicted class (first maximum, as
     ``argmax``) and 1 - the probability of the label ``gt`` (0 where the label is ``ignore``
@@ -137,7 +130,7 @@ def _pred_and_doubt(probs, gt, ignore_index):
     return pred.reshape(gt.shape), doubt.reshape(gt.shape)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pair_codes(pred, gt, covered, q, ignore):  # pragma: no cover - compiled
     """1 + pred * q + label where prediction and label disagree (and the voxel is not covered,
     the label a class and not ``ignore``), else 0; flat arrays."""
@@ -318,7 +311,7 @@ def _unpack(arrays, case):
     return probs, gt, seg
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _label_sums(lab, values, n):  # pragma: no cover - compiled
     """Sum of ``values`` and count per id 0..n of ``lab`` (flat arrays), one serial pass (the
     float64 sums are exact for the sizes here and independent of any thread count)."""
@@ -331,7 +324,7 @@ def _label_sums(lab, values, n):  # pragma: no cover - compiled
     return sums, size
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _label_counts(lab, values, n, q):  # pragma: no cover - compiled
     """Counts of each value 0..q-1 of ``values`` per id 0..n of ``lab`` (flat arrays)."""
     counts = np.zeros((n + 1, q), np.int64)

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..names import PREDICTION_COLUMNS
+from .atomic import atomic_path
+
 __all__ = [
     "NON_FEATURE_COLUMNS",
     "PREDICTION_COLUMNS",
@@ -28,8 +31,6 @@ __all__ = [
 
 #: Ground-truth columns of a metrics table: targets, never features.
 TARGET_COLUMNS = ("iou", "iou_adj")
-#: Columns that :func:`napari_metaseg.core.meta_model.predict_table` adds.
-PREDICTION_COLUMNS = ("p_iou0", "iou_adj_pred")
 #: Columns that are never features: identifiers, the class id, targets and predictions. The
 #: class id is a label, not a quantity (its number means nothing to a linear model); the class
 #: enters through the ``cprob*`` columns, as in the reference implementation.
@@ -391,6 +392,8 @@ class MetaDataset:
             If the suffix is neither Parquet nor CSV, or the dataset is empty.
         ImportError
             If Parquet is requested and pyarrow is not installed.
+        OSError
+            If writing fails (e.g. a full disk); an existing file at ``path`` is then unchanged.
 
         Example
         -------
@@ -407,9 +410,12 @@ class MetaDataset:
         table = self.table
         if fmt == "parquet":
             _require_pyarrow()
-            table.to_parquet(path, index=False)
-        else:
-            table.to_csv(path, index=False)
+        # a full disk or a crash leaves the previous file, never a truncated one that still parses
+        with atomic_path(path) as tmp:
+            if fmt == "parquet":
+                table.to_parquet(tmp, index=False)
+            else:
+                table.to_csv(tmp, index=False)
         return path
 
     @classmethod

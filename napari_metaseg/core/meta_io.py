@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.validation import check_is_fitted
 
 from .meta_model import (
     CLASSIFIER_KINDS,
@@ -41,6 +40,7 @@ from .meta_model import (
     _TreeEnsemble,
     _utc_now,
     check_columns,
+    check_model_pair,
     library_versions,
 )
 
@@ -65,7 +65,8 @@ class MetaModelFileError(ValueError):
 SEGMENTATION_KEYS = ("mode", "slice_axis", "ignore_index")
 
 
-def save_models(path, classifier=None, regressor=None, *, evaluation=None, segmentation=None) -> Path:
+def save_models(path, classifier=None, regressor=None, *, evaluation=None, segmentation=None,
+                training_data=None) -> Path:
     """Write fitted meta models (and their evaluation) to a JSON model file.
 
     Parameters
@@ -82,6 +83,11 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
         How the training tables' segments were made (``mode``, ``slice_axis``,
         ``ignore_index``), so that tables made otherwise can be refused; ``info["segmentation"]``
         on load (None when not recorded).
+    training_data : dict, optional
+        Reference to the training dataset saved beside the model: ``file`` (a file name in the
+        model's folder), ``sha256``, ``cases``, ``n_segments``, ``min_interior``;
+        ``info["training_data"]`` on load (None when not recorded). Written by
+        :func:`napari_metaseg.workflows.save_model`.
 
     Returns
     -------
@@ -110,30 +116,19 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
     """
     path = Path(path)
     _check_suffix(path)
-    if classifier is None and regressor is None:
-        raise ValueError("save_models needs a classifier, a regressor or both")
-    if classifier is not None and not isinstance(classifier, MetaClassifier):
-        raise TypeError(f"classifier must be a MetaClassifier, got {type(classifier).__name__}")
-    if regressor is not None and not isinstance(regressor, MetaRegressor):
-        raise TypeError(f"regressor must be a MetaRegressor, got {type(regressor).__name__}")
+    check_model_pair(classifier, regressor, what="save_models needs a classifier, a regressor or both",
+                     same_features=True)
     models = {"classifier": classifier, "regressor": regressor}
     names = None
     for role, model in models.items():
         if model is None:
             continue
-        check_is_fitted(model)
         if not hasattr(model, "feature_names_in_"):
             raise ValueError(
                 f"the {role} was fitted on an array without column names; fit it on a metrics "
                 "table so that the file can record its features"
             )
-        these = [str(c) for c in model.feature_names_in_]
-        if names is not None and these != names:
-            raise ValueError(
-                "classifier and regressor were fitted on different feature columns; save them "
-                "to separate files"
-            )
-        names = these
+        names = [str(c) for c in model.feature_names_in_]
     if evaluation is not None:
         if isinstance(evaluation, Evaluation):
             evaluation = evaluation.to_dict()
@@ -144,6 +139,8 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
         Evaluation.from_dict(evaluation)  # validates before anything is written
     if segmentation is not None:
         segmentation = _check_segmentation(segmentation, ValueError)
+    if training_data is not None:
+        training_data = _check_training_data(training_data, ValueError)
     payload = {
         "created": _utc_now(),
         "versions": library_versions(),
@@ -155,6 +152,8 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
     }
     if segmentation is not None:  # absent, not null, when unknown: older readers see no change
         payload["segmentation"] = segmentation
+    if training_data is not None:
+        payload["training_data"] = training_data
     canonical = _canonical(payload)
     doc = (
         "{" + f'"format": {json.dumps(FORMAT_NAME)},\n "format_version": {FORMAT_VERSION},\n'
@@ -164,10 +163,9 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
     data = doc.encode("ascii")
     if path.name.lower().endswith(".gz"):
         data = gzip.compress(data, mtime=0)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+    from .atomic import atomic_write_bytes
+
+    return atomic_write_bytes(path, data)
 
 
 def _check_segmentation(seg, error):
@@ -182,6 +180,36 @@ def _check_segmentation(seg, error):
         if (v is not None and not isinstance(v, (str, int))) or isinstance(v, bool):
             raise error(f"segmentation {k!r} must be a string, an integer or None, got {v!r}")
         out[k] = v
+    return out
+
+
+#: Most case names a training-data reference lists.
+MAX_TRAINING_CASES = 100_000
+
+
+def _check_training_data(ref, error):
+    """A training-data reference with exactly its keys and sane values, else ``error``."""
+    if not isinstance(ref, dict):
+        raise error(f"training_data must be a dict, got {type(ref).__name__}")
+    name = ref.get("file")
+    if (not isinstance(name, str) or not name or len(name) > 255 or "/" in name or "\\" in name
+            or name in (".", "..") or "\x00" in name):
+        raise error(f"training_data 'file' must be a plain file name, got {name!r}")
+    digest = ref.get("sha256")
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise error("training_data 'sha256' must be 64 lowercase hex digits")
+    cases = ref.get("cases")
+    if (not isinstance(cases, list) or len(cases) > MAX_TRAINING_CASES
+            or not all(isinstance(c, str) and len(c) <= 1000 for c in cases)):
+        raise error("training_data 'cases' must be a list of case names")
+    out = {"file": name, "sha256": digest, "cases": list(cases)}
+    for key in ("n_segments", "min_interior"):
+        v = ref.get(key)
+        if isinstance(v, np.integer):
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**53:
+            raise error(f"training_data {key!r} must be a non-negative integer, got {v!r}")
+        out[key] = v
     return out
 
 
@@ -299,7 +327,7 @@ def load_models(path, *, table: pd.DataFrame | None = None):
     info : dict
         ``format_version``, ``created``, ``versions`` (libraries at save time),
         ``feature_names``, ``n_classes`` (number of ``cprob`` columns), ``training_cases``,
-        ``counts`` (segments per model and target class), ``evaluation``
+        ``counts`` (segments per model and target class), ``segmentation``, ``training_data``, ``evaluation``
         (:class:`~napari_metaseg.core.meta_model.Evaluation` or None) and ``path``.
 
     Raises
@@ -409,11 +437,15 @@ def load_models(path, *, table: pd.DataFrame | None = None):
         "counts": counts,
         "evaluation": evaluation,
         "segmentation": None,
+        "training_data": None,
         "path": str(path),
     }
     if payload.get("segmentation") is not None:
         info["segmentation"] = _check_segmentation(
             payload["segmentation"], lambda m: MetaModelFileError(f"{where}: {m}"))
+    if payload.get("training_data") is not None:
+        info["training_data"] = _check_training_data(
+            payload["training_data"], lambda m: MetaModelFileError(f"{where}: {m}"))
     return models["classifier"], models["regressor"], info
 
 

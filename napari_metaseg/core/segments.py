@@ -17,9 +17,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["MODES", "label_segments"]
+from ..names import MODES
 
-MODES = ("auto", "2d", "3d", "slices")
+__all__ = ["MODES", "label_segments", "resolve_mode"]
+
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -250,6 +251,21 @@ def _resolve_mode(mode, ndim, slice_axis):
             raise ValueError(f"slice_axis={slice_axis!r} is not an axis of a 3D map")
         sax = int(slice_axis) % 3
     return mode, sax
+
+
+def resolve_mode(mode, ndim, slice_axis=-1):
+    """The segmentation mode used for a map of ``ndim`` dimensions, and its slice axis.
+
+    Returns ``(mode, axis)``: ``"auto"`` becomes ``"2d"`` or ``"3d"``; ``axis`` is the
+    non-negative slice axis in ``"slices"`` mode, else None. Raises ValueError for an unknown
+    mode or one that does not fit the dimension.
+
+    Example
+    -------
+    >>> resolve_mode("auto", 3), resolve_mode("slices", 3, -1)
+    (('3d', None), ('slices', 2))
+    """
+    return _resolve_mode(mode, ndim, slice_axis)
 
 
 def _label_any(values, mode, sax, *, paint=True):

@@ -28,7 +28,11 @@ import numpy as np
 
 from .layers import NIFTI_SUFFIXES, SUFFIXES, _read_array_file, suffix_of
 
-__all__ = ["Case", "CaseError", "find_cases", "is_nifti", "read_case", "read_pairs_csv"]
+__all__ = ["IMAGE_STEMS", "Case", "CaseError", "find_cases", "image_beside", "is_nifti", "read_case",
+           "read_pairs_csv"]
+
+#: Stems of an image file beside a case's softmax (``<folder>/t1.nii.gz``, ``<case>_image.npy``).
+IMAGE_STEMS = ("image", "img", "t1", "t1w", "t2", "flair", "raw")
 
 _SOFTMAX_SUFFIX = re.compile(r"^(?P<case>.+)_softmax$", re.IGNORECASE)
 _GT_SUFFIX = re.compile(r"^(?P<case>.+)_gt$", re.IGNORECASE)
@@ -305,3 +309,21 @@ def read_case(case: Case, *, class_axis: int = -1):
         else:
             gt = _read_plain(case.gt, ("gt", "labels"))
     return probs, gt, affine
+
+
+def image_beside(case):
+    """The image file of ``case`` beside its softmax, or None.
+
+    ``<case>_<stem>.<ext>`` next to a ``<case>_softmax`` file, or ``<stem>.<ext>`` in a case
+    folder, for ``stem`` in :data:`IMAGE_STEMS` (first match in that order).
+    """
+    folder = case.softmax.parent
+    stem = case.softmax.name[: -len(suffix_of(case.softmax.name))]
+    prefix = "" if stem.lower().startswith("softmax") else f"{case.name}_"
+    files = {p.name.lower(): p for p in folder.iterdir() if p.is_file() and suffix_of(p.name) in SUFFIXES}
+    for want in IMAGE_STEMS:
+        for low, path in sorted(files.items()):
+            suf = suffix_of(low)
+            if low[: len(low) - len(suf)] == f"{prefix}{want}".lower():
+                return path
+    return None

@@ -1,20 +1,22 @@
 """Result files of batch runs, written atomically so that a killed run never leaves half a file.
 
-Every file is first written to a temporary name in the destination folder and then renamed
-(``os.replace``, atomic on one file system): a reader, or a resumed run, sees either the whole
-file or none. Per-case tables carry the settings they were computed with in their Parquet
-metadata, so a resumed run can tell a finished case from one computed with other settings.
+Every file goes through :func:`napari_metaseg.core.atomic.atomic_path`: it is written to a new
+temporary file in the destination folder, fsync'ed and renamed (``os.replace``, atomic on one
+file system): a reader, or a resumed run, sees either the whole file or none. Per-case tables
+carry the settings they were computed with in their Parquet metadata, so a resumed run can tell
+a finished case from one computed with other settings.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+# the one atomic writer of the package, re-exported here for the callers that import it from io
+from ..core.atomic import TMP_SUFFIX, atomic_path
 
 __all__ = [
     "TMP_SUFFIX",
@@ -25,35 +27,7 @@ __all__ = [
     "write_table",
 ]
 
-#: Suffix of temporary files (left behind only by a killed run; removed by the next one).
-TMP_SUFFIX = ".tmp"
 _META_KEY = b"napari_metaseg"
-
-
-class atomic_path:
-    """Context manager giving a temporary path beside ``path``; renamed to ``path`` on success.
-
-    Examples
-    --------
-    >>> with atomic_path("out/table.parquet") as tmp:  # doctest: +SKIP
-    ...     table.to_parquet(tmp)
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # a unique name, created by the writer itself (so it gets the usual permissions)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
 
 
 def write_table(table, path, *, settings: dict | None = None) -> Path:
@@ -161,17 +135,28 @@ def write_nifti_like(values, affine, path, *, like=None) -> Path:
 
 
 def save_nifti_atomic(img, path) -> Path:
-    """Save a nibabel image to ``path`` (``.nii`` or ``.nii.gz``) through a temporary file, so a
-    crash never leaves a partial file under the final name."""
+    """Save a nibabel image to ``path`` (``.nii`` or ``.nii.gz``) atomically.
+
+    A crash, a full disk or a kill never leaves a partial file under the final name.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+    path : str or os.PathLike
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> save_nifti_atomic(nib.Nifti1Image(values, affine), "out/a.nii.gz")  # doctest: +SKIP
+    """
     import nibabel as nib
 
     path = Path(path)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-    with atomic_path(path) as tmp:
-        final = tmp.with_name(tmp.name + suffix)  # nibabel picks compression from the name
-        try:
-            nib.save(img, str(final))
-            os.replace(final, tmp)
-        finally:
-            final.unlink(missing_ok=True)
+    # nibabel picks the compression from the name: the temporary carries the suffix
+    with atomic_path(path, suffix=suffix) as tmp:
+        nib.save(img, str(tmp))
     return path

@@ -33,14 +33,16 @@ import json
 import os
 import socket
 import sysconfig
-import time
 import uuid
 import weakref
 from pathlib import Path
 
 import numpy as np
 
-from .results import TMP_SUFFIX, atomic_path, save_nifti_atomic
+from ..core.atomic import atomic_path
+from ..core.atomic import atomic_write_bytes as _atomic_write_bytes
+from ..core.atomic import leftover_temporaries as _leftover_temporaries
+from .results import save_nifti_atomic
 
 __all__ = [
     "DECISIONS",
@@ -238,31 +240,18 @@ def _now():
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` through a fsync'ed temporary file and ``os.replace``."""
-    path = Path(path)
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically with the package's writer.
+
+    See :func:`napari_metaseg.core.atomic.atomic_write_bytes`; this wrapper adds the test hook
+    :data:`SLOW_WRITE_ENV` (a pause half-way through the temporary file).
+
+    Examples
+    --------
+    >>> atomic_write_bytes("case.metaseg-review.json", b"{}")  # doctest: +SKIP
+    """
     slow = float(os.environ.get(SLOW_WRITE_ENV, "0") or 0)
-    with atomic_path(path) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            half = len(data) // 2
-            os.write(fd, data[:half])
-            if slow:
-                time.sleep(slow)  # test hook: a kill now leaves half a temporary file
-            view = memoryview(data)[half:]
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    try:  # make the rename itself durable (POSIX); not possible on every platform
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    return _atomic_write_bytes(path, data, _pause_halfway=slow)
 
 
 def _pid_alive(pid):
@@ -780,6 +769,14 @@ def _write_nifti_labels(data, path, *, source, affine, original_affine):
 
 
 def leftover_temporaries(path) -> list:
-    """Temporary files a killed writer left beside the sidecar ``path`` (safe to delete)."""
-    p = Path(path)
-    return sorted(p.parent.glob(f".{p.name}.*{TMP_SUFFIX}"))
+    """Temporary files of the atomic writer beside the sidecar ``path``, a running writer's too.
+
+    See :func:`napari_metaseg.core.atomic.leftover_temporaries` (and
+    :func:`~napari_metaseg.core.atomic.remove_leftovers` to delete the stale ones).
+
+    Examples
+    --------
+    >>> leftover_temporaries("case.metaseg-review.json")  # doctest: +SKIP
+    []
+    """
+    return _leftover_temporaries(path)

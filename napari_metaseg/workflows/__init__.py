@@ -1,0 +1,88 @@
+"""Every user-facing job, once: the Qt-free layer that the panels, the CLI and batch runs share.
+
+A *job* is a generator that yields ``(fraction, stage)`` and returns its result (the protocol
+of :mod:`napari_metaseg.core.progress`): a panel runs it in a ``thread_worker`` (progress bar,
+status line, cancel at the next yield), the CLI drains it with a progress bar, tests drain it
+with :func:`~napari_metaseg.core.progress.drain`. A *task* is a plain function of one case
+file that :mod:`napari_metaseg.batch` runs over many cases, serially or on Dask workers.
+
+=====================  ==========================================  ==============================
+job                    function                                    used by
+=====================  ==========================================  ==============================
+analyse a case         :func:`analyse`                             analysis panel
+measure a dataset      :func:`measure_cases` (:func:`metrics_task`)  ``metrics``
+predict a dataset      :func:`predict_cases` (:func:`predict_task`)  ``predict``
+train                  :func:`train`                               meta panel, ``train``
+refit                  :func:`refit`                               meta and active-learning panels, ``refit``
+save / load a model    :func:`save_model`, :func:`load_model`      every panel, ``train``, ``refit``
+rank cases             :func:`rank` (:func:`rank_task`)            active-learning panel, ``rank``
+find label errors      :func:`find_in_case`, :func:`label_errors`  review panel, ``label-errors``
+report                 :func:`report`                              ``report``
+=====================  ==========================================  ==============================
+
+``docs/maintainers.md`` explains the layers and how to add a job.
+"""
+
+from ..core.progress import drain, rescaled
+from .analysis import Analysis, analyse, warm_up
+from .cases import (
+    RunSummary,
+    case_settings,
+    measure_cases,
+    measure_file,
+    metrics_task,
+    over_cases,
+    predict_cases,
+    predict_task,
+)
+from .label_errors import LabelErrorsResult, find_in_case, label_errors, label_errors_task
+from .models import (
+    MetaModels,
+    TrainResult,
+    check_segmentation,
+    clean_table,
+    collect_dataset,
+    dataset_path,
+    load_model,
+    refit,
+    resolve_split,
+    save_model,
+    train,
+)
+from .rank import RankResult, rank, rank_task
+from .report import report
+
+__all__ = [
+    "Analysis",
+    "LabelErrorsResult",
+    "MetaModels",
+    "RankResult",
+    "RunSummary",
+    "TrainResult",
+    "analyse",
+    "case_settings",
+    "check_segmentation",
+    "clean_table",
+    "collect_dataset",
+    "dataset_path",
+    "drain",
+    "find_in_case",
+    "label_errors",
+    "label_errors_task",
+    "load_model",
+    "measure_cases",
+    "measure_file",
+    "metrics_task",
+    "over_cases",
+    "predict_cases",
+    "predict_task",
+    "rank",
+    "rank_task",
+    "refit",
+    "report",
+    "rescaled",
+    "resolve_split",
+    "save_model",
+    "train",
+    "warm_up",
+]
