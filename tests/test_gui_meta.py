@@ -93,6 +93,13 @@ def test_save_load_round_trip_and_last_model_offered(make_napari_viewer, qtbot, 
     _train(qtbot, meta)
     path = meta.save_model(tmp_path / "nuclei.json.gz")
     assert path.is_file() and dataset_path(path).is_file()
+    # the panel saves what the CLI saves: segmentation settings, training-data reference, evaluation
+    from napari_metaseg.core.meta_io import load_models
+
+    _, _, info = load_models(path)
+    assert info["segmentation"] == {"mode": "2d", "slice_axis": None, "ignore_index": 255}
+    assert info["training_data"]["file"] == dataset_path(path).name
+    assert info["training_data"]["cases"] == ["nuclei"] and info["evaluation"] is not None
     table = viewer.layers["segments"].features
     before = predict_table(table, meta.classifier, meta.regressor)
     # a new panel offers the last model but loads nothing until asked
@@ -103,7 +110,7 @@ def test_save_load_round_trip_and_last_model_offered(make_napari_viewer, qtbot, 
     after = predict_table(table, other.classifier, other.regressor)
     np.testing.assert_array_equal(after["p_iou0"], before["p_iou0"])
     np.testing.assert_array_equal(after["iou_adj_pred"], before["iou_adj_pred"])
-    assert other.dataset.cases == ["nuclei"]
+    assert other.dataset.cases == ["nuclei"] and other.segmentation == info["segmentation"]
     assert other.shown_evaluation().equals(meta.shown_evaluation())
     assert viewer.layers["segments"].metadata["metaseg"]["color_by"] == "iou_adj"  # not applied
     other.close()

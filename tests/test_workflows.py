@@ -162,6 +162,11 @@ def test_cli_refit_extends_the_saved_training_data(measured, capsys):
     full = wf.load_model(tmp / "full.json")
     assert sorted(full.dataset.cases) == ["case00", "case01", "case02", "case03"]
     assert len(full.classifier.provenance_) == 2
+    # tables of cases already in the training data replace them, and the CLI says so
+    assert main(["refit", str(tmp / "full.json"), str(tmp / "half.csv"), "-q", "--out",
+                 str(tmp / "again.json")]) == 0
+    assert "replaced in the training data: case00, case01" in capsys.readouterr().out
+    assert sorted(wf.load_model(tmp / "again.json").dataset.cases) == ["case00", "case01", "case02", "case03"]
 
 
 # ---------------------------------------------------------------------------------------------

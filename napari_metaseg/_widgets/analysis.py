@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import add_results, camera, quality_column, recolor, segment_colormap
 from ..core.colors import quality_rgba
+from ..names import MODES
 from ._form import make_form, set_choices
 from ._session import session_for
 from ._settings import section, update_settings
@@ -29,7 +30,6 @@ from ._table import DataFrameModel, table_view
 from ._worker import PROGRESS_INTERVAL, WorkerPanelMixin  # noqa: F401 (PROGRESS_INTERVAL: the panel's figure)
 
 NONE = "(none)"
-MODES = ("auto", "2d", "3d", "slices")
 HEATMAPS = ("E", "D", "V")
 HEATMAP_TIPS = {"E": "entropy", "D": "probability margin", "V": "variation ratio"}
 IGNORE_TIP = "ground-truth label left out of the metrics; -1: none"

@@ -38,7 +38,8 @@ from ._table import DataFrameModel, table_view
 from ._worker import WorkerPanelMixin
 
 NONE = "(none)"
-#: The segmentation modes offered, the review's default (slice-wise, as label errors are found) first.
+#: The segmentation modes offered (those of ``names.MODES`` a volume can use), slice-wise first:
+#: the review's default, as label errors are looked for slice by slice.
 MODES = ("slices", "3d", "auto")
 DECISION_TEXT = {"label_error": "Label error", "not_error": "Not an error", "unsure": "Unsure"}
 KEYS = {"next": "J", "previous": "K", "label_error": "Alt-1", "not_error": "Alt-2", "unsure": "Alt-3"}

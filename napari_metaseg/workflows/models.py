@@ -223,6 +223,10 @@ def collect_dataset(*, cases=(), settings=None, current=None, table=None, base=N
     new_ids = [c.name for c in cases]
     if current is not None:
         new_ids.append(str(current[0]))
+    more = None
+    if table is not None:
+        more = MetaDataset.from_table(clean_table(table[0]), min_interior=min_interior)
+        new_ids.extend(more.cases)
     records = []
     base_ds = base.dataset if isinstance(base, MetaModels) else base
     if isinstance(base, MetaModels):
@@ -236,10 +240,8 @@ def collect_dataset(*, cases=(), settings=None, current=None, table=None, base=N
               else MetaDataset(min_interior=min_interior))
     else:
         ds = MetaDataset(min_interior=min_interior)
-    if table is not None:
-        stacked, seg = table
-        records.append(seg)
-        more = MetaDataset.from_table(clean_table(stacked), min_interior=min_interior)
+    if more is not None:
+        records.append(table[1])
         for case_id in more.cases:
             part = more.table[more.table["case"] == case_id].drop(columns=["case"])
             ds.add(case_id, part)
