@@ -33,18 +33,19 @@ def _spin(app, cond, timeout=600):
         time.sleep(0.001)
 
 
-def _timed_analysis(stamps):
-    """Wrap the panel's generator so the worker thread itself stamps when its work ends."""
+def _timed(name, stamps):
+    """Wrap the workflow ``name`` (which a panel looks up when it starts) so that the worker
+    thread itself stamps when its work ends; returns the original."""
     from napari_metaseg import workflows
 
-    original = workflows.analyse
+    original = getattr(workflows, name)
 
     def timed(*args, **kwargs):
         result = yield from original(*args, **kwargs)
         stamps["worker_done"] = time.perf_counter()
         return result
 
-    workflows.analyse = timed
+    setattr(workflows, name, timed)
     return original
 
 
@@ -60,7 +61,7 @@ def ticks_during_analysis(app, viewer, widget, *, mode):
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     stamps = {}
-    original = _timed_analysis(stamps)
+    original = _timed("analyse", stamps)
     timer.start()
     t0 = time.perf_counter()
     widget.run()
@@ -91,14 +92,7 @@ def ticks_during_label_errors(app, viewer, review, qtbot_like_wait=600):
     from napari_metaseg import workflows
 
     stamps = {}
-    original = workflows.find_in_case
-
-    def timed(*args, **kwargs):
-        result = yield from original(*args, **kwargs)
-        stamps["worker_done"] = time.perf_counter()
-        return result
-
-    workflows.find_in_case = timed
+    original = _timed("find_in_case", stamps)
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
