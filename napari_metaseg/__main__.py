@@ -1,26 +1,16 @@
-"""``python -m napari_metaseg``: napari on the 3D brain sample with the MetaSeg panel docked and run."""
+"""``python -m napari_metaseg``: napari on the 3D brain sample with the MetaSeg dock, run."""
 
 from __future__ import annotations
 
 import argparse
 
-
-def axial_view(viewer):
-    """Show axial slices of a RAS+ volume (x to the right, anterior up), z on the slider."""
-    nd = viewer.dims.ndim
-    if nd < 3:
-        return
-    order = [*range(nd - 3), nd - 1, nd - 2, nd - 3]
-    viewer.dims.order = tuple(order)
-    from ._layers import camera
-
-    camera(viewer).orientation2d = ("up", "right")
+from ._layers import axial_view
 
 
 def populate_demo(viewer, *, sample="brain3d", run=True):
-    """Open a sample, dock the analysis panel and (by default) start the analysis.
+    """Open a sample, dock the MetaSeg dock (Analyse tab) and (by default) start the analysis.
 
-    Returns the panel; its ``worker`` is running when ``run`` is true.
+    Returns the analysis panel; its ``worker`` is running when ``run`` is true.
     """
     viewer.open_sample("napari-metaseg", sample)
     if sample == "brain3d":
@@ -28,7 +18,8 @@ def populate_demo(viewer, *, sample="brain3d", run=True):
         z_axis = viewer.dims.ndim - 1
         lo, hi = viewer.dims.range[z_axis][:2]
         viewer.dims.set_point(z_axis, lo + 0.55 * (hi - lo))
-    _, widget = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg analysis")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
+    widget = dock.analysis
     # slice-wise along z for the brain, as in the published BraTS evaluation and as the axial
     # view shows it; plain 2D for the nuclei image
     widget.form.mode.value = "slices" if sample == "brain3d" else "auto"

@@ -23,6 +23,40 @@ def camera(viewer):
     return scene.camera if scene is not None else viewer.camera
 
 
+def axial_view(viewer, *, radiological=True):
+    """Show axial slices of a RAS+ volume: z (inferior -> superior) on the slider, anterior up.
+
+    Radiological convention by default (as in the reading room): the patient's right on the
+    screen's left, said by a marker on the canvas; ``radiological=False`` gives the neurological
+    one (right on the right). The readers reorient NIfTI volumes to RAS+, so the last spatial
+    axis is the axial one.
+    """
+    nd = viewer.dims.ndim
+    if nd < 3:
+        return
+    viewer.dims.order = (*range(nd - 3), nd - 1, nd - 2, nd - 3)
+    camera(viewer).orientation2d = ("up", "left" if radiological else "right")
+    viewer.text_overlay.text = ("R | L   radiological view (patient's right on the left)" if radiological
+                                else "L | R   neurological view (patient's right on the right)")
+    viewer.text_overlay.position = "top_center"
+    viewer.text_overlay.font_size = 10
+    viewer.text_overlay.visible = True
+
+
+def case_id_of(layer):
+    """The case a layer shows: from its file (see :func:`napari_metaseg.io.cases.case_id_from_path`),
+    else its name without ``softmax`` / ``probabilities``."""
+    from .io.cases import case_id_from_path
+
+    source = layer.metadata.get("source") or getattr(getattr(layer, "source", None), "path", None)
+    if source:
+        return case_id_from_path(source)
+    name = layer.name
+    for word in (" softmax", " probabilities", "_softmax", " ground truth", "_gt"):
+        name = name.replace(word, "")
+    return name.strip() or "current"
+
+
 def quality_column(table):
     """The column the overlay uses: predicted IoU_adj, else true IoU_adj, else entropy (reversed).
 
@@ -34,13 +68,45 @@ def quality_column(table):
     raise ValueError(f"table has none of the quality columns {[c for c, _ in QUALITY_COLUMNS]}")
 
 
-def segment_colors(table, column, *, reverse=False, alpha=0.7, hide_classes=(), min_interior=0):
-    """RGBA per row of ``table``: red-to-green by ``table[column]``.
+#: Columns whose natural range is [0, 1] (shown on that scale, never stretched).
+UNIT_COLUMNS = {"iou", "iou_adj", "iou_adj_pred", "p_iou0", "E", "D", "V", "E_in", "D_in", "V_in",
+                "E_bd", "D_bd", "V_bd", "MI", "VAR"}
+#: Quantiles that bound the colour scale of any other column (robust to one huge segment).
+SCALE_QUANTILES = (2.0, 98.0)
 
-    Segments of ``hide_classes`` are transparent; segments with fewer than ``min_interior``
-    interior pixels are grey (not rated).
+
+def color_scale(table, column, *, hide_classes=()):
+    """``(lo, hi)``: the values of ``column`` mapped to the two ends of the colour ramp.
+
+    Quality columns and columns that lie in [0, 1] keep their natural range [0, 1]; others
+    (sizes, ratios) span the 2nd to 98th percentile of the segments shown (classes in
+    ``hide_classes``, e.g. the background, left out), so one huge background segment does not
+    squash every other segment into one colour.
     """
     values = table[column].to_numpy(dtype=np.float64)
+    if len(hide_classes) and "class" in table.columns:
+        values = values[~table["class"].isin(list(hide_classes)).to_numpy()]
+    values = values[np.isfinite(values)]
+    if column in UNIT_COLUMNS or not values.size or (values.min() >= 0 and values.max() <= 1):
+        return 0.0, 1.0
+    lo, hi = np.percentile(values, SCALE_QUANTILES)
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def segment_colors(table, column, *, reverse=False, alpha=0.7, hide_classes=(), min_interior=0,
+                   value_range=(0.0, 1.0)):
+    """RGBA per row of ``table`` by ``table[column]`` on the quality ramp (worst to best).
+
+    ``value_range`` is mapped onto the ramp (see :func:`color_scale`); ``reverse`` is for columns
+    where high means bad. Segments of ``hide_classes`` are transparent; segments with fewer than
+    ``min_interior`` interior pixels are not rated (dark grey).
+    """
+    lo, hi = value_range
+    values = (table[column].to_numpy(dtype=np.float64) - lo) / (hi - lo)
     if reverse:
         values = 1.0 - values
     if min_interior > 0 and "S_in" in table.columns:
@@ -51,26 +117,28 @@ def segment_colors(table, column, *, reverse=False, alpha=0.7, hide_classes=(), 
     return rgba
 
 
-def segment_colormap(table, column, *, reverse=False, alpha=0.7, hide_classes=(), min_interior=0):
+def segment_colormap(table, column, *, reverse=False, alpha=0.7, hide_classes=(), min_interior=0,
+                     value_range=(0.0, 1.0)):
     """A ``DirectLabelColormap`` colouring each segment id of ``table`` by ``table[column]``.
 
-    ``reverse=True`` is for columns where high means bad (e.g. mean entropy ``E``).
-    Label 0, ids not in the table and segments of ``hide_classes`` are transparent.
+    Label 0, ids not in the table and segments of ``hide_classes`` are transparent; see
+    :func:`segment_colors` for the other options.
     """
     from napari.utils.colormaps import DirectLabelColormap
 
     rgba = segment_colors(table, column, reverse=reverse, alpha=alpha, hide_classes=hide_classes,
-                          min_interior=min_interior)
+                          min_interior=min_interior, value_range=value_range)
     color_dict = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
     color_dict.update(zip(table["index"].to_numpy().tolist(), rgba, strict=True))
     return DirectLabelColormap(color_dict=color_dict)
 
 
-def recolor(layer, *, hide_classes=None, min_interior=None):
-    """Recolour a segments Labels layer from its ``features`` by :func:`quality_column`.
-
-    Options default to those stored in ``layer.metadata["metaseg"]`` by :func:`add_results`.
-    Returns the column used.
+def color_segments(layer, column=None, *, reverse=None, hide_classes=None, min_interior=None,
+                   colormap=None):
+    """Colour a segments Labels layer by ``column`` of its features (None: :func:`quality_column`)
+    and record what is shown (column, title, range, direction) in ``layer.metadata["metaseg"]``,
+    where the canvas legend reads it. Options default to those recorded before. ``colormap``:
+    one already built (in a worker) for exactly these settings. Returns the column used.
     """
     meta = layer.metadata.setdefault("metaseg", {})
     if hide_classes is None:
@@ -78,12 +146,59 @@ def recolor(layer, *, hide_classes=None, min_interior=None):
     if min_interior is None:
         min_interior = int(meta.get("min_interior", 0))
     table = layer.features
-    column, reverse, title = quality_column(table)
-    layer.colormap = segment_colormap(table, column, reverse=reverse, hide_classes=hide_classes,
-                                      min_interior=min_interior)
-    meta.update(color_by=column, color_title=title, hide_classes=list(hide_classes),
-                min_interior=int(min_interior))
+    if column is None:
+        column, reverse, title = quality_column(table)
+    else:
+        title = _COLUMN_TITLES.get(column, column)
+        reverse = bool(reverse) if reverse is not None else dict(QUALITY_COLUMNS).get(column, False)
+    value_range = color_scale(table, column, hide_classes=hide_classes)
+    # the record first: the legend listens to the colormap change and reads it
+    meta.update(color_by=column, color_title=title, color_range=list(value_range), color_reverse=reverse,
+                hide_classes=list(hide_classes), min_interior=int(min_interior))
+    if colormap is None:
+        colormap = segment_colormap(table, column, reverse=reverse, hide_classes=hide_classes,
+                                    min_interior=min_interior, value_range=value_range)
+    layer.colormap = colormap
     return column
+
+
+def recolor(layer, *, hide_classes=None, min_interior=None):
+    """Recolour a segments Labels layer by :func:`quality_column` (see :func:`color_segments`)."""
+    return color_segments(layer, hide_classes=hide_classes, min_interior=min_interior)
+
+
+def recolor_with(layer, table):
+    """Give ``layer`` a new features table (e.g. with predictions; shown with :func:`display_table`)
+    and recolour it: the colours follow the quality column, so a new prediction shows at once."""
+    names = layer.metadata.get("metaseg", {}).get("class_names")
+    layer.features = display_table(table, names)
+    recolor(layer)
+
+
+#: Columns shown first (hover text, segment table): what a reviewer needs, then the features.
+FIRST_COLUMNS = ("index", "class_name", "iou_adj_pred", "iou_adj", "p_iou0", "S", "slice")
+
+
+def class_names_for(n_classes, names=None):
+    """``names`` (from the data or a setting) completed to ``n_classes`` with ``class k``."""
+    names = [str(n) for n in (names or [])][:n_classes]
+    return names + [f"class {k}" for k in range(len(names), n_classes)]
+
+
+def display_table(table, class_names=None):
+    """The metrics table as a segments layer carries it: a ``class_name`` column and the columns
+    a reviewer reads first in front (hover text and table follow this order). The meta models
+    ignore the order and the name column (``workflows.clean_table`` restores the engine's)."""
+    out = table.drop(columns=["class_name"], errors="ignore")
+    if "class" in out.columns:
+        n = int(out["class"].max()) + 1 if len(out) else 0
+        names = np.array(class_names_for(max(n, len(class_names or [])), class_names), dtype=object)
+        import pandas as pd
+
+        values = names[out["class"].to_numpy(np.int64)] if len(out) else []
+        out.insert(0, "class_name", pd.Series(values, index=out.index, dtype=object))
+    first = [c for c in FIRST_COLUMNS if c in out.columns]
+    return out[first + [c for c in out.columns if c not in first]]
 
 
 def _kwargs(scale, translate):
@@ -117,11 +232,13 @@ def _reusable(viewer, name, data, kwargs):
 
 
 def add_results(viewer, maps, seg, table, *, color_by=None, scale=None, translate=None, reverse=False,
-                hide_classes=(), min_interior=0, colormap=None):
+                hide_classes=(), min_interior=0, colormap=None, class_names=None):
     """Add heatmap Image layers and a ``segments`` Labels layer carrying the metrics table.
 
     ``color_by=None`` picks the column with :func:`quality_column`; ``colormap`` (made by
-    :func:`segment_colormap`, e.g. in a worker thread) is used as given. Result layers of the same
+    :func:`segment_colormap` for that column, e.g. in a worker thread) is used as given. The table
+    gets a ``class_name`` column from ``class_names`` (``class k`` where unknown) and the
+    reviewer's columns first (:func:`display_table`). Result layers of the same
     names from an earlier run are updated in place (or replaced when their shape differs).
     """
     kwargs = _kwargs(scale, translate)
@@ -135,6 +252,7 @@ def add_results(viewer, maps, seg, table, *, color_by=None, scale=None, translat
                                      contrast_limits=(0.0, 1.0), blending="additive", visible=False,
                                      metadata={"metaseg": {"kind": "heatmap", "result": True}}, **kwargs)
         layers.append(layer)
+    table = display_table(table, class_names)
     seg_layer = _reusable(viewer, "segments", seg, kwargs)
     if seg_layer is not None:
         seg_layer.data = seg
@@ -143,18 +261,11 @@ def add_results(viewer, maps, seg, table, *, color_by=None, scale=None, translat
         seg_layer = viewer.add_labels(seg, name="segments", features=table, opacity=0.7,
                                       metadata={"metaseg": {"kind": "segments", "result": True}},
                                       **kwargs)
-    if colormap is not None:
-        column, _, title = quality_column(table)
-        seg_layer.colormap = colormap
-        seg_layer.metadata["metaseg"].update(color_by=column, color_title=title,
-                                             hide_classes=list(hide_classes),
-                                             min_interior=int(min_interior))
-    elif color_by is None:
-        recolor(seg_layer, hide_classes=hide_classes, min_interior=min_interior)
+    seg_layer.metadata["metaseg"]["class_names"] = list(class_names or [])
+    if colormap is not None:  # built in the worker for the quality column
+        color_segments(seg_layer, hide_classes=hide_classes, min_interior=min_interior, colormap=colormap)
     else:
-        seg_layer.colormap = segment_colormap(table, color_by, reverse=reverse, hide_classes=hide_classes,
-                                              min_interior=min_interior)
-        seg_layer.metadata["metaseg"].update(color_by=color_by, color_title=color_by,
-                                             hide_classes=list(hide_classes), min_interior=min_interior)
+        color_segments(seg_layer, color_by, reverse=reverse if color_by else None, hide_classes=hide_classes,
+                       min_interior=min_interior)
     layers.append(seg_layer)
     return layers

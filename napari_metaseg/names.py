@@ -6,8 +6,10 @@ No imports: the CLI builds its argument parser from these without loading the en
 
 __all__ = [
     "CLASSIFIER_KINDS",
+    "DISPLAY_COLUMNS",
     "MODEL_PAIRS",
     "MODES",
+    "OOD_COLUMNS",
     "PREDICTION_COLUMNS",
     "REGRESSOR_KINDS",
     "SPLITS",
@@ -29,6 +31,11 @@ MODEL_PAIRS = {
 }
 #: Columns a meta model adds to a metrics table: P(IoU_adj = 0) and the predicted IoU_adj.
 PREDICTION_COLUMNS = ("p_iou0", "iou_adj_pred")
+#: Columns of an OoD region table that are never features: the target ``hit`` (1 = the region
+#: touches an annotated OoD voxel) and the region meta classifier's probability of it, ``p_hit``.
+OOD_COLUMNS = ("hit", "p_hit")
+#: Columns the napari panels add to a metrics table for the reviewer (never metrics).
+DISPLAY_COLUMNS = ("class_name",)
 #: What stays together in the evaluation's 50/50 splits (``auto``: by case with several cases,
 #: else by slice for slice-wise tables, else by segment).
 SPLITS = ("auto", "case", "slice", "segment")

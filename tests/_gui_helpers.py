@@ -22,12 +22,14 @@ def canvas_rgb(viewer, shot, world_yx):
     return patch.mean(0) / 255.0
 
 
-def is_red(rgb):
-    return rgb[0] > 0.25 and rgb[0] > 3 * max(rgb[1], rgb[2])
+def is_worst(rgb):
+    """The worst end of the quality ramp (vermillion): red well above green, hardly any blue."""
+    return rgb[0] > 0.25 and rgb[0] > 1.3 * rgb[1] and rgb[0] > 3 * rgb[2]
 
 
-def is_green(rgb):
-    return rgb[1] > 0.25 and rgb[1] > 2 * max(rgb[0], rgb[2])
+def is_best(rgb):
+    """The best end of the quality ramp (blue): blue above green, hardly any red."""
+    return rgb[2] > 0.25 and rgb[2] > 1.2 * rgb[1] and rgb[2] > 3 * rgb[0]
 
 
 def wait_for_worker(qtbot, widget, timeout=120_000):

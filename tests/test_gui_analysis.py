@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from _gui_helpers import canvas_rgb, deep_pixel, is_green, is_red, wait_for_worker
+from _gui_helpers import canvas_rgb, deep_pixel, is_best, is_worst, wait_for_worker
 from qtpy.QtCore import Qt
 
 from napari_metaseg._layers import camera
@@ -53,21 +53,38 @@ def test_full_analysis_on_nuclei_through_the_manifest(make_napari_viewer, qtbot)
     _, probs, gt = load_nuclei_arrays()
     seg, table = segment_metrics(probs, gt)
     np.testing.assert_array_equal(seg_layer.data, seg)
-    pd.testing.assert_frame_equal(seg_layer.features.reset_index(drop=True), table, check_dtype=False)
+    from napari_metaseg.workflows import clean_table
+
+    features = seg_layer.features.reset_index(drop=True)
+    pd.testing.assert_frame_equal(clean_table(features), table, check_dtype=False)
+    # hover text and table: class name, quality and size first; names from the sample's data
+    assert list(features.columns[:4]) == ["index", "class_name", "iou_adj", "S"]
+    names = np.array(["background", "nucleus"], dtype=object)
+    assert features["class_name"].tolist() == names[table["class"].to_numpy()].tolist()
     assert isinstance(seg_layer.colormap, DirectLabelColormap)
     assert seg_layer.metadata["metaseg"]["color_by"] == "iou_adj"
-    # the legend says what the colours mean; the table leaves out segments without interior
-    assert widget.legend.isVisibleTo(widget) and "IoU_adj" in widget.legend_title.text()
+    # the legend on the canvas says what the colours mean and the range shown
+    from napari_metaseg._widgets.legend import legend_for
+
+    legend = legend_for(viewer)
+    assert legend.isVisibleTo(legend.parentWidget()) and "true IoU_adj" in legend.text()
+    assert "0.00 worst" in legend.text() and "best 1.00" in legend.text()
+    # the table leaves out the background and segments without interior, worst first
     shown = widget.shown_table()
-    assert len(shown) == int((table["S_in"] >= 1).sum())
+    assert len(shown) == int(((table["S_in"] >= 1) & (table["class"] != 0)).sum())
+    assert list(shown.columns[:4]) == ["index", "class_name", "iou_adj", "S"]
     assert {"index", "class", "S", "E", "D", "iou_adj"} <= set(shown.columns)
-    # colours: worst nucleus red, best green, background transparent
+    assert np.all(np.diff(shown["iou_adj"].to_numpy()) >= 0)
+    # colours: worst nucleus at the ramp's worst end, best at its best end, background transparent
+    from napari_metaseg.core.colors import quality_rgba
+
     worst = table[(table["class"] == 1) & (table["S_in"] > 0)].sort_values("iou_adj").iloc[0]
     best = table[table["class"] == 1].sort_values("iou_adj").iloc[-1]
     cmap = seg_layer.colormap
-    red = cmap.map(np.array([int(worst["index"])]))[0]
-    green = cmap.map(np.array([int(best["index"])]))[0]
-    assert red[0] > 0.8 and red[1] < 0.3 and green[1] > 0.5 and green[0] < 0.3
+    for row in (worst, best):
+        got = cmap.map(np.array([int(row["index"])]))[0]
+        np.testing.assert_allclose(got, quality_rgba([row["iou_adj"]])[0], atol=1e-6)
+    assert int(shown["index"].iloc[0]) == int(worst["index"]) or shown["iou_adj"].iloc[0] == worst["iou_adj"]
     assert cmap.map(np.array([1]))[0][3] == 0  # class 0 hidden
     # options persist for the next session
     from napari_metaseg._widgets._settings import section
@@ -173,8 +190,8 @@ def test_screenshot_bad_segment_red_good_segment_green(make_napari_viewer, qtbot
     assert good["iou_adj"] > 0.9
     bad_rgb = canvas_rgb(viewer, shot, deep_pixel(seg_layer.data == bad["index"]))
     good_rgb = canvas_rgb(viewer, shot, deep_pixel(seg_layer.data == good["index"]))
-    assert is_red(bad_rgb), bad_rgb
-    assert is_green(good_rgb), good_rgb
+    assert is_worst(bad_rgb), bad_rgb
+    assert is_best(good_rgb), good_rgb
     bg = table[table["class"] == 0].sort_values("S").iloc[-1]
     assert canvas_rgb(viewer, shot, deep_pixel(seg_layer.data == bg["index"])).max() < 0.05
     from skimage.io import imsave

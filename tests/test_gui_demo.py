@@ -3,7 +3,7 @@ and run, hover table, colours on the canvas, a row click moving to the right axi
 
 import numpy as np
 import pytest
-from _gui_helpers import canvas_rgb_oriented, deep_pixel, is_green, is_red, wait_for_worker
+from _gui_helpers import canvas_rgb_oriented, deep_pixel, is_best, is_worst, wait_for_worker
 
 pytestmark = pytest.mark.gui
 
@@ -57,5 +57,5 @@ def test_demo_brain_panel_colours_and_slice_navigation(make_napari_viewer, qtbot
         world = seg_layer.data_to_world((i, j, z))
         return canvas_rgb_oriented(viewer, shot, (world[1], world[0]))
 
-    assert is_red(rgb(int(bad["index"]))), rgb(int(bad["index"]))
-    assert is_green(rgb(int(good["index"]))), rgb(int(good["index"]))
+    assert is_worst(rgb(int(bad["index"]))), rgb(int(bad["index"]))
+    assert is_best(rgb(int(good["index"]))), rgb(int(good["index"]))

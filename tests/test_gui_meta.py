@@ -80,8 +80,9 @@ def test_train_on_current_case_shows_evaluation_and_plots(make_napari_viewer, qt
     assert any(lab.startswith("meta classifier") for lab in roc_labels)
     assert any(lab.startswith("entropy E") for lab in roc_labels)
     assert "validation half" in meta.plot_note.text()
-    # training applies nothing by itself
-    assert viewer.layers["segments"].metadata["metaseg"]["color_by"] == "iou_adj"
+    # the trained models are the viewer's at once: the segments are coloured by their prediction
+    assert meta.session.classifier is meta.classifier
+    assert viewer.layers["segments"].metadata["metaseg"]["color_by"] == "iou_adj_pred"
     assert section("meta")["min_interior"] == 0
 
 
@@ -103,6 +104,9 @@ def test_save_load_round_trip_and_last_model_offered(make_napari_viewer, qtbot, 
     table = viewer.layers["segments"].features
     before = predict_table(table, meta.classifier, meta.regressor)
     # a new panel offers the last model but loads nothing until asked
+    from napari_metaseg.workflows import MetaModels
+
+    meta.session.set(MetaModels())  # as in a new viewer: no model yet
     other = MetaWidget(viewer)
     assert other.classifier is None
     assert other.load_last_button.isVisibleTo(other) and "nuclei.json.gz" in other.load_last_button.text()
@@ -112,35 +116,38 @@ def test_save_load_round_trip_and_last_model_offered(make_napari_viewer, qtbot, 
     np.testing.assert_array_equal(after["iou_adj_pred"], before["iou_adj_pred"])
     assert other.dataset.cases == ["nuclei"] and other.segmentation == info["segmentation"]
     assert other.shown_evaluation().equals(meta.shown_evaluation())
-    assert viewer.layers["segments"].metadata["metaseg"]["color_by"] == "iou_adj"  # not applied
+    # loading makes it the viewer's model (every panel uses it)
+    assert other.session.classifier is other.classifier and meta.classifier is other.classifier
+    assert viewer.layers["segments"].metadata["metaseg"]["color_by"] == "iou_adj_pred"
     other.close()
 
 
-def test_apply_recolours_segments_by_predicted_iou_adj(make_napari_viewer, qtbot):
+def test_training_recolours_segments_by_predicted_iou_adj(make_napari_viewer, qtbot):
+    from napari_metaseg._widgets.legend import legend_for
     from napari_metaseg.core.colors import quality_rgba
-
-    viewer, analysis, meta = _analysed_nuclei(make_napari_viewer, qtbot)
-    _train(qtbot, meta)
-    layer = viewer.layers["segments"]
-    table = layer.features
-    min_int = layer.metadata["metaseg"]["min_interior"]
     from napari_metaseg.core.meta_model import predict_table
 
-    pred = predict_table(table, meta.classifier, meta.regressor)
+    viewer, analysis, meta = _analysed_nuclei(make_napari_viewer, qtbot)
+    layer = viewer.layers["segments"]
+    before = layer.features.copy()
+    _train(qtbot, meta)
+    min_int = layer.metadata["metaseg"]["min_interior"]
+    pred = predict_table(before, meta.classifier, meta.regressor)
     rated = pred[(pred["class"] == 1) & (pred["S_in"] >= min_int)]
     # the segment whose predicted quality differs most from its true quality
     seg = rated.loc[(rated["iou_adj_pred"] - rated["iou_adj"]).abs().idxmax()]
     seg_id = int(seg["index"])
-    old = layer.colormap.map(np.array([seg_id]))[0]
-    np.testing.assert_allclose(old, quality_rgba([seg["iou_adj"]])[0], atol=1e-6)
-    assert meta.apply_to_current() == "iou_adj_pred"
-    assert meta.session.classifier is meta.classifier
+    assert abs(seg["iou_adj_pred"] - seg["iou_adj"]) > 0.1
     new = layer.colormap.map(np.array([seg_id]))[0]
     np.testing.assert_allclose(new, quality_rgba([seg["iou_adj_pred"]])[0], atol=1e-6)
-    assert np.abs(new - old).max() > 0.05
-    np.testing.assert_allclose(layer.features["iou_adj_pred"], pred["iou_adj_pred"])
-    assert "predicted IoU_adj" in analysis.legend_title.text()
+    assert np.abs(new - quality_rgba([seg["iou_adj"]])[0]).max() > 0.05
+    np.testing.assert_allclose(layer.features.set_index("index").loc[pred["index"], "iou_adj_pred"],
+                               pred["iou_adj_pred"])
+    assert "predicted IoU_adj" in legend_for(viewer).text()
     assert "iou_adj_pred" in analysis.shown_table().columns
+    # Apply predicts again and keeps that colouring
+    assert meta.apply_to_current() == "iou_adj_pred"
+    np.testing.assert_allclose(layer.colormap.map(np.array([seg_id]))[0], new, atol=1e-6)
 
 
 def test_refit_adds_the_current_case_to_the_provenance(make_napari_viewer, qtbot, tmp_path):

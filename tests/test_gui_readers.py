@@ -28,7 +28,9 @@ def test_nifti_reader_kinds_scale_translate(make_napari_viewer):
     (gt,) = _open(viewer, SAMPLE_DIR / "brain3d_gt.nii.gz")
     (sm,) = _open(viewer, SAMPLE_DIR / "brain3d_softmax.nii.gz")
     assert (t1._type_string, gt._type_string, sm._type_string) == ("image", "labels", "image")
-    assert sm.metadata["metaseg"] == {"kind": "probabilities", "class_axis": 0}
+    # class names from the sidecar brain3d_softmax.json
+    assert sm.metadata["metaseg"] == {"kind": "probabilities", "class_axis": 0,
+                                      "class_names": ["background", "CSF", "grey matter", "white matter"]}
     np.testing.assert_allclose(t1.scale, (2, 2, 2))
     np.testing.assert_allclose(sm.scale, (1, 2, 2, 2))
     np.testing.assert_allclose(gt.translate, (-97.5, -133.5, -71.5))

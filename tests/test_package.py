@@ -6,8 +6,6 @@ import sys
 import numpy as np
 import pytest
 
-from napari_metaseg.core.colors import quality_rgba
-
 
 def test_core_imports_neither_qt_nor_napari():
     code = (
@@ -40,21 +38,6 @@ def test_nuclei_sample_layers_are_consistent():
     assert probs.shape == (2, *image.shape) and gt.shape == image.shape
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-6)
     assert set(np.unique(gt)) == {0, 1}
-
-
-def test_quality_colours_red_yellow_green_and_nan_grey():
-    rgba = quality_rgba([0.0, 0.5, 1.0, np.nan, -3.0, 7.0], alpha=0.5)
-    red, yellow, green, grey, low, high = rgba
-    assert red[0] > 0.8 and red[1] < 0.2
-    assert yellow[0] > 0.9 and yellow[1] > 0.7
-    assert green[1] > 0.6 and green[0] < 0.2
-    np.testing.assert_allclose(grey[:3], 0.55, atol=1e-6)
-    np.testing.assert_array_equal(low, red)
-    np.testing.assert_array_equal(high, green)
-    assert np.all(rgba[:, 3] == 0.5)
-    # monotone: redness falls and greenness rises with quality
-    ramp = quality_rgba(np.linspace(0, 1, 21))
-    assert np.all(np.diff(ramp[10:, 0]) <= 1e-7) and np.all(np.diff(ramp[:11, 1]) >= -1e-7)
 
 
 def test_every_exported_core_name_resolves():

@@ -19,9 +19,13 @@ class Session:
     """
 
     models_changed = Signal()
+    #: a new case was analysed (the meta panel takes its id)
+    case_changed = Signal()
 
     def __init__(self):
         self.models = MetaModels()
+        #: whether the canvas was set to the axial view for a volume (done once per viewer)
+        self.view_arranged = False
 
     @property
     def classifier(self):

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Signal
-from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QFileDialog,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -20,23 +18,32 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import add_results, camera, quality_column, recolor, segment_colormap
-from ..core.colors import quality_rgba
+from .._layers import (
+    FIRST_COLUMNS,
+    add_results,
+    axial_view,
+    camera,
+    case_id_of,
+    quality_column,
+    recolor_with,
+    segment_colormap,
+)
 from ..names import MODES
 from ._form import make_form, set_choices
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel, table_view
 from ._worker import PROGRESS_INTERVAL, WorkerPanelMixin  # noqa: F401 (PROGRESS_INTERVAL: the panel's figure)
+from .legend import legend_for
 
 NONE = "(none)"
 HEATMAPS = ("E", "D", "V")
 HEATMAP_TIPS = {"E": "entropy", "D": "probability margin", "V": "variation ratio"}
 IGNORE_TIP = "ground-truth label left out of the metrics; -1: none"
-TABLE_COLUMNS = ("index", "slice", "class", "S", "S_in", "E", "D", "V", "iou", "iou_adj", "p_iou0",
-                 "iou_adj_pred")
-DEFAULTS = {"mode": "auto", "slice_axis": -1, "ignore_index": 255, "heatmaps": ["E"],
-            "min_interior": 1, "hide_background": True}
+#: Columns of the segment table: the reviewer's first, then a few metrics.
+TABLE_COLUMNS = (*FIRST_COLUMNS, "class", "S_in", "E", "D", "V", "iou")
+DEFAULTS = {"mode": "slices", "slice_axis": -1, "ignore_index": 255, "heatmaps": ["E"],
+            "min_interior": 1, "hide_background": True, "class_names": ""}
 
 
 def probability_class_axis(layer):
@@ -48,11 +55,15 @@ def probability_class_axis(layer):
 
     kind, axis = guess_kind(np.asarray(layer.data))
     if kind != "probabilities":
-        raise ValueError(
+        from ..io.layers import wrong_kind_message
+
+        why = wrong_kind_message(np.asarray(layer.data), -1, name=f"layer {layer.name!r}",
+                                 fix="its classes are on axis {axis}")
+        raise ValueError(why or (
             f"layer {layer.name!r} (shape {tuple(layer.data.shape)}, dtype {layer.data.dtype}) does not "
             "look like a probability map: expected a class axis (first or last, 2..64 entries) "
             "whose values sum to 1"
-        )
+        ))
     return axis
 
 
@@ -69,11 +80,51 @@ def _colormap_for(hide_classes, min_interior):
     return post
 
 
-def legend_pixmap(width=160, height=12):
-    ramp = quality_rgba(np.linspace(0.0, 1.0, width), alpha=1.0)[:, :3]
-    rgb = np.ascontiguousarray(np.repeat((ramp * 255).astype(np.uint8)[None], height, axis=0))
-    img = QImage(rgb.data, width, height, 3 * width, QImage.Format_RGB888)
-    return QPixmap.fromImage(img.copy())
+def shown_segments(layer):
+    """The segment table as the panel shows it: the reviewer's columns first, hidden classes
+    (the background) and unrated segments (interior below min interior) left out, worst first by
+    the column the segments are coloured by (missing values last)."""
+    table = layer.features
+    meta = layer.metadata.get("metaseg", {})
+    keep = np.ones(len(table), bool)
+    min_int = int(meta.get("min_interior", 0))
+    if min_int > 0 and "S_in" in table.columns:
+        keep &= table["S_in"].to_numpy() >= min_int
+    hidden = meta.get("hide_classes") or []
+    if hidden and "class" in table.columns:
+        keep &= ~table["class"].isin(hidden).to_numpy()
+    table = table[keep]
+    column = meta.get("color_by")
+    if column in table.columns:
+        table = table.sort_values(column, ascending=not meta.get("color_reverse", False), kind="stable",
+                                  na_position="last")
+    return table[[c for c in TABLE_COLUMNS if c in table.columns]]
+
+
+def _gt_mismatch(probs_layer, class_axis, gt_layer):
+    """Why the ground-truth layer cannot belong to the probability layer (None: it can)."""
+    if gt_layer is None:
+        return None
+    ndim = probs_layer.ndim
+    spatial = [i for i in range(ndim) if i != class_axis % ndim]
+    shape = tuple(np.asarray(probs_layer.data.shape)[spatial].tolist())
+    gt_shape = tuple(gt_layer.data.shape)
+    p_scale = np.asarray(probs_layer.scale)[spatial]
+    g_scale = np.asarray(gt_layer.scale)
+    units = "mm" if probs_layer.ndim > 3 else "units"
+    sizes = (f"voxel size {' x '.join(f'{v:g}' for v in p_scale)} {units} vs "
+             f"{' x '.join(f'{v:g}' for v in g_scale)} {units}")
+    if gt_shape != shape:
+        same_extent = g_scale.size == p_scale.size and np.allclose(np.multiply(gt_shape, g_scale),
+                                                                   np.multiply(shape, p_scale), rtol=0.05)
+        hint = (f"they cover the same extent at another resolution ({sizes}): resample the ground "
+                "truth to the softmax's grid" if same_extent else "choose the ground truth of this case")
+        return (f"ground truth {gt_layer.name!r} has shape {gt_shape}, the probabilities "
+                f"{probs_layer.name!r} {shape}: {hint}")
+    if g_scale.size == p_scale.size and not np.allclose(g_scale, p_scale, rtol=1e-3):
+        return (f"ground truth {gt_layer.name!r} and probabilities {probs_layer.name!r} have the same "
+                f"shape but another {sizes}: they are not on one grid; resample one of them")
+    return None
 
 
 class AnalysisWidget(WorkerPanelMixin, QWidget):
@@ -109,6 +160,10 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
              "min interior", "segments with fewer interior pixels are grey and left out of the table"),
             ("hide_background", "check", {"text": "hide class 0 (background)",
                                           "value": bool(opts["hide_background"])}, None, ""),
+            ("class_names", "line", {"value": opts["class_names"],
+                                     "placeholder": "from the data, else class 0, class 1, ..."},
+             "class names", "comma-separated names of classes 0, 1, ... (used where the data names "
+             "none: a NIfTI sidecar <file>.json / <file>.tsv or the sample's own names)"),
         ])
 
         self.run_button = QPushButton("Run")
@@ -118,21 +173,7 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        self.legend_title = QLabel("")
-        legend_bar = QLabel()
-        legend_bar.setPixmap(legend_pixmap())
-        legend = QHBoxLayout()
-        legend.addWidget(QLabel("0 distrust"))
-        legend.addWidget(legend_bar)
-        legend.addWidget(QLabel("1 trust"))
-        legend.addStretch()
-        self.legend = QWidget()
-        lv = QVBoxLayout(self.legend)
-        lv.setContentsMargins(0, 0, 0, 0)
-        lv.addWidget(self.legend_title)
-        lv.addLayout(legend)
-        self.legend.setVisible(False)
-
+        self.legend = legend_for(napari_viewer)  # on the canvas, visible whatever dock is shown
         self.model = DataFrameModel()
         self.table_view = table_view(self.model, lambda row: self.select_row(row), sortable=True)
         self.save_button = QPushButton("Save CSV")
@@ -144,7 +185,6 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         layout.addWidget(self.run_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.legend)
         layout.addWidget(self.table_view, stretch=1)
         layout.addWidget(self.save_button)
 
@@ -197,6 +237,12 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         A volume mode shown before is remembered (and kept in the saved options) and comes back
         when a volume is chosen again."""
         is_2d = self._spatial_ndim() == 2
+        layer = self._layer(self.form.probabilities)
+        if (not is_2d and layer is not None and "affine" in layer.metadata
+                and not self.session.view_arranged):
+            # a NIfTI volume: axial slices on the slider, radiological orientation (once per viewer)
+            axial_view(self.viewer)
+            self.session.view_arranged = True
         mode = self.form.mode
         items = mode.native.model()  # magicgui has no per-choice enabling: the QComboBox's items
         for i, name in enumerate(MODES):
@@ -226,7 +272,16 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
             "heatmaps": form.heatmaps.value,
             "min_interior": form.min_interior.value,
             "hide_background": form.hide_background.value,
+            "class_names": form.class_names.value.strip(),
         }
+
+    def class_names(self, probs_layer=None):
+        """Class names: the probability layer's (from the data), else the panel's setting."""
+        layer = probs_layer if probs_layer is not None else self._layer(self.form.probabilities)
+        names = (layer.metadata.get("metaseg", {}).get("class_names") if layer is not None else None) or []
+        if not names and self.form.class_names.value.strip():
+            names = [n.strip() for n in self.form.class_names.value.split(",")]
+        return list(names)
 
     # -- running -----------------------------------------------------------------------------------
     def run_or_cancel(self):
@@ -251,8 +306,14 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
             self.fail(str(exc))
             return None
         gt_layer = self._layer(self.form.ground_truth)
+        problem = _gt_mismatch(probs_layer, class_axis, gt_layer)
+        if problem:
+            self.fail(problem)
+            return None
         opts = self.options()
         update_settings("analysis", opts)
+        self._class_names = self.class_names(probs_layer)
+        self._case_id = case_id_of(probs_layer)
         ndim = probs_layer.ndim
         spatial = [i for i in range(ndim) if i != class_axis % ndim]
         self._out_scale = tuple(np.asarray(probs_layer.scale)[spatial].tolist())
@@ -288,12 +349,14 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         hide = (0,) if opts["hide_background"] else ()
         layers = add_results(self.viewer, analysis.maps, analysis.seg, table, scale=self._out_scale,
                              translate=self._out_translate, hide_classes=hide,
-                             min_interior=opts["min_interior"], colormap=cmap)
+                             min_interior=opts["min_interior"], colormap=cmap,
+                             class_names=self._class_names)
         # how these segments were made: the meta panel trains with it, models are checked against it
-        layers[-1].metadata["metaseg"]["segmentation"] = analysis.segmentation
+        layers[-1].metadata["metaseg"].update(segmentation=analysis.segmentation, case_id=self._case_id)
         self.set_segments_layer(layers[-1])
         self.progress.setValue(100)
         self.status.setText(f"{len(table)} segments")
+        self.session.case_changed.emit()
         self.finished.emit(self.seg_layer)
 
     # -- results -----------------------------------------------------------------------------------
@@ -318,19 +381,11 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         layer = self.seg_layer
         if layer is None:
             return
-        table = layer.features
-        min_int = int(layer.metadata.get("metaseg", {}).get("min_interior", 0))
-        if min_int > 0 and "S_in" in table.columns:
-            table = table[table["S_in"] >= min_int]
-        cols = [c for c in TABLE_COLUMNS if c in table.columns]
-        self.model.set_frame(table[cols])
+        self.model.set_frame(shown_segments(layer))
         self.table_view.horizontalHeader().setSortIndicatorShown(False)
-        if len(table) <= 2000:  # measuring every row's text costs the main thread ~0.1 s per 4000
+        if len(self.model.frame) <= 2000:  # measuring every row's text costs ~0.1 s per 4000 rows
             self.table_view.resizeColumnsToContents()
         self.save_button.setEnabled(True)
-        title = layer.metadata.get("metaseg", {}).get("color_title", "")
-        self.legend_title.setText(f"colour: {title}")
-        self.legend.setVisible(True)
 
     def _models_changed(self):
         """A model was loaded or trained: predict and recolour the current segments."""
@@ -344,11 +399,11 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         try:
             check_segmentation(self.session.models.segmentation, mode=seg.get("mode"),
                                slice_axis=seg.get("slice_axis"))
-            layer.features = predict_table(layer.features, self.session.classifier, self.session.regressor)
+            predicted = predict_table(layer.features, self.session.classifier, self.session.regressor)
         except ValueError as exc:
             self.fail(f"the model does not fit these segments: {exc}")
             return
-        recolor(layer)
+        recolor_with(layer, predicted)
         self._features_changed()
 
     def select_row(self, row):

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 
 from .. import workflows
 from ..names import CLASSIFIER_KINDS, MODES, PREDICTION_COLUMNS, REGRESSOR_KINDS, SPLITS
-from ..workflows import MetaModels, clean_table, dataset_path
+from ..workflows import clean_table, dataset_path
 from ._form import make_form, path_text
 from ._session import session_for
 from ._settings import section, update_settings
@@ -63,13 +63,9 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker = None
-        self.classifier = None
-        self.regressor = None
-        self.dataset = None
-        self.evaluation = None
-        self.segmentation = None
-        self.model_path = None
         self.model_info = ""
+        self._auto_case_id = ""  # the case id the panel filled in (the user's own is kept)
+        self.ask = self._ask  # replaced in tests
         opts = {**DEFAULTS, **section("meta")}
 
         self.form = make_form([
@@ -165,22 +161,68 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             ev.connect(self._default_case_id)
         self._default_case_id()
+        self.session.models_changed.connect(self._session_changed)
+        self.session.case_changed.connect(self._default_case_id)
+        self._show_model_info()
         self._update_buttons()
+
+    # -- the session's models are the panel's ---------------------------------------------------
+    @property
+    def classifier(self):
+        return self.session.models.classifier
+
+    @property
+    def regressor(self):
+        return self.session.models.regressor
+
+    @property
+    def dataset(self):
+        return self.session.models.dataset
+
+    @property
+    def evaluation(self):
+        return self.session.models.evaluation
+
+    @property
+    def segmentation(self):
+        return self.session.models.segmentation
+
+    @property
+    def model_path(self):
+        return self.session.models.path
+
+    def models(self):
+        """The viewer's models (shared by every panel), with what is saved beside them."""
+        return self.session.models
+
+    def _session_changed(self):
+        self._show_model_info()
+        self._update_buttons()
+
+    def _ask(self, title, text):
+        from qtpy.QtWidgets import QMessageBox
+
+        return QMessageBox.question(self, title, text) == QMessageBox.Yes
 
     def _folder_changed(self, _value=None):
         if path_text(self.form.folder):  # a folder chosen: train on it
             self.form.source.value = "folder"
 
     def _default_case_id(self, event=None):
-        if self.form.case_id.value:
+        """The current case's id from its file (BIDS subject, ``<case>_softmax``, folder), kept
+        in step with the case shown unless the user typed one."""
+        from .._layers import case_id_of
+
+        if self.form.case_id.value and self.form.case_id.value != self._auto_case_id:
             return
-        for layer in self.viewer.layers:
-            if layer.metadata.get("metaseg", {}).get("kind") == "probabilities":
-                name = layer.name
-                for word in (" softmax", " probabilities", "_softmax"):
-                    name = name.replace(word, "")
-                self.form.case_id.value = name.strip() or "current"
-                return
+        layer = self.segments_layer()
+        case_id = layer.metadata.get("metaseg", {}).get("case_id") if layer is not None else None
+        if not case_id:
+            probs = [la for la in self.viewer.layers
+                     if la.metadata.get("metaseg", {}).get("kind") == "probabilities"]
+            case_id = case_id_of(probs[-1]) if probs else ""
+        self._auto_case_id = case_id
+        self.form.case_id.value = case_id
 
     def _update_buttons(self):
         has_model = self.classifier is not None or self.regressor is not None
@@ -225,10 +267,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         segmentation = layer.metadata.get("metaseg", {}).get("segmentation")
         return self.form.case_id.value.strip() or "current", table, segmentation
 
-    def models(self):
-        """The panel's models with everything saved beside them."""
-        return MetaModels(self.classifier, self.regressor, dataset=self.dataset, evaluation=self.evaluation,
-                          segmentation=self.segmentation, path=self.model_path)
+
 
     # -- training --------------------------------------------------------------------------------
     def train_or_cancel(self):
@@ -279,6 +318,13 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         except ValueError as exc:
             self._error(f"cannot refit on the current case: {exc}")
             return None
+        if self.dataset is not None and current[0] in self.dataset.cases and not self.ask(
+                "Replace a training case?",
+                f"The training data already hold a case {current[0]!r}. Refitting replaces its table "
+                "by the current case's. Replace it? (No: give the current case its own id first.)"):
+            self.status.setText(f"refit not started: case {current[0]!r} is already in the training data; "
+                                "give the current case its own id to add it")
+            return None
         opts = self.options()
         min_interior = self.dataset.min_interior if self.dataset is not None else opts["min_interior"]
         kwargs = {"current": current, "n_splits": opts["n_splits"], "split": opts["split"],
@@ -299,10 +345,8 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self.progress.setValue(0)
 
     def _on_returned(self, result):
-        self.classifier, self.regressor = result.classifier, result.regressor
-        self.dataset, self.evaluation = result.dataset, result.evaluation
-        self.segmentation = result.segmentation
-        self.model_path = None
+        # every panel uses the new models at once (the analysis panel recolours its segments)
+        self.session.set(result)
         self.progress.setValue(100)
         ds = result.dataset
         what = "refitted" if result.refit else "trained"
@@ -393,13 +437,10 @@ class MetaWidget(WorkerPanelMixin, QWidget):
             if not path:
                 return None
         try:
-            path = workflows.save_model(path, self.models())
+            path = workflows.save_model(path, self.models())  # records the path in the models
         except (ValueError, TypeError, OSError) as exc:
             self._error(f"cannot save the model to {path}: {exc}")
             return None
-        self.model_path = str(path)
-        if self.session.classifier is self.classifier and self.session.regressor is self.regressor:
-            self.session.model_path = str(path)
         self._remember(path)
         self._show_model_info()
         self.status.setText(f"saved to {path} (training data: {dataset_path(path).name})")
@@ -436,10 +477,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
                     else "does not fit the current case")
             self._error(f"{Path(path).name} {what}: {exc}")
             return None
-        self.classifier, self.regressor = models.classifier, models.regressor
-        self.dataset, self.evaluation = models.dataset, models.evaluation
-        self.segmentation = models.segmentation
-        self.model_path = str(path)
+        self.session.set(models)  # every panel uses it (the analysis panel recolours its segments)
         self._remember(path)
         self._show_evaluation(self.evaluation, note=f"stored with the model (grouping: "
                               f"{getattr(self.evaluation, 'grouping', '?')})")
@@ -452,13 +490,13 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self._show_plots(table, self.evaluation, pnote)
         self._show_model_info()
         self._update_buttons()
-        self.status.setText(f"loaded {Path(path).name}; {models.note}; press Apply to use it")
+        self.status.setText(f"loaded {Path(path).name} and applied it; {models.note}")
         return models
 
     # -- applying --------------------------------------------------------------------------------
     def apply_to_current(self):
         """Predict the current case with the models and recolour its segments; returns the column."""
-        from .._layers import recolor
+        from .._layers import recolor_with
         from ..core.meta_model import predict_table
 
         if self.classifier is None and self.regressor is None:
@@ -476,14 +514,12 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         except ValueError as exc:
             self._error(f"the model does not fit the current case: {exc}")
             return None
-        # the session hands the models to every panel (the analysis panel recolours its result)
-        self.session.set(self.models())
+        self.session.models_changed.emit()  # every panel re-applies the session's models
         cols = [c for c in PREDICTION_COLUMNS if c in predicted.columns]
         have = layer.features
         if not all(c in have.columns and np.array_equal(have[c].to_numpy(), predicted[c].to_numpy(),
                                                         equal_nan=True) for c in cols):
-            layer.features = predicted  # no analysis panel listening
-            recolor(layer)
+            recolor_with(layer, predicted)  # no analysis panel listening
         column = layer.metadata.get("metaseg", {}).get("color_by")
         self.status.setText(f"applied: segments coloured by {column}")
         return column

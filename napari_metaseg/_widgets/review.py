@@ -99,9 +99,7 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         self.session = session_for(napari_viewer)
         self.worker = None
         self.store = None
-        self.classifier = None  # a model loaded here (sample model); else the session's
-        self._segmentation = None  # how that model's training segments were made
-        self.model_note = ""
+        self.classifier = None  # the session's models are used (see current_classifier)
         self.current = -1
         self._seg = self._gt_objects = None
         self._gt_layer = None
@@ -230,11 +228,17 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         return self.viewer.layers[name]
 
     def current_classifier(self):
+        """The viewer's meta classifier (shared with the other panels)."""
         return self.classifier if self.classifier is not None else self.session.classifier
 
     def current_segmentation(self):
-        """How the current classifier's training segments were made (None: unknown)."""
-        return self._segmentation if self.classifier is not None else self.session.models.segmentation
+        """How the classifier's training segments were made (None: unknown)."""
+        return self.session.models.segmentation
+
+    @property
+    def model_note(self):
+        path = self.session.model_path
+        return f"{Path(path).name}" if path else ("trained in this viewer" if self.session.has_models else "")
 
     def _show_model(self):
         clf = self.current_classifier()
@@ -242,21 +246,21 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
             self.model_label.setText("model: none. Load or train a meta classifier in the MetaSeg "
                                      "meta model panel (or load the sample model)")
             return
-        where = self.model_note or (f"meta panel ({Path(self.session.model_path).name})"
-                                    if self.session.model_path else "meta panel")
+        where = self.model_note
         cases = ", ".join(map(str, clf.training_cases_[:4])) or "?"
         self.model_label.setText(f"model: {clf.kind} classifier from {where}; trained on {cases}")
 
     def load_sample_model(self):
-        """Load the brain sample's demo classifier into this panel (only on the user's click)."""
+        """Load the brain sample's demo model into the viewer's session (only on the user's
+        click): every panel then uses it (the meta panel can refit it, the analysis panel
+        colours by it)."""
         path = sample_model_path()
         if path is None:
             return self._error("the sample model is not installed (sample_data/brain3d_meta_model.json.gz)")
         models = workflows.load_model(path)
-        clf, self._segmentation = models.classifier, models.segmentation
-        self.classifier, self.model_note = clf, f"the sample model ({path.name})"
+        self.session.set(models)
         self._show_model()
-        return clf
+        return models.classifier
 
     # -- keys --------------------------------------------------------------------------------------
     def _bind_keys(self):

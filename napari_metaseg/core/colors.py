@@ -1,16 +1,31 @@
-"""Colours for segment quality: red (bad) through yellow to green (good)."""
+"""Colours for segment quality, safe for colour-vision deficiencies.
+
+The ramp runs from vermillion (0, worst) through yellow and sky blue to blue (1, best): the
+Okabe-Ito colours, chosen because worst, best and "not rated" stay apart under simulated
+deuteranopia, protanopia and tritanopia (``tests/test_colors.py`` measures the CAM02-UCS
+distances with colorspacious). "Not rated" (NaN) is a dark neutral grey, unlike every rated
+colour. Red-to-green maps fail here: under deuteranopia their red turns olive, like grey.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["quality_rgba"]
+__all__ = ["NOT_RATED", "QUALITY_STOPS", "quality_rgba"]
 
-_STOPS = np.array([[0.84, 0.10, 0.11], [0.99, 0.80, 0.18], [0.10, 0.64, 0.25]])
+#: The ramp's stops, evenly spaced from quality 0 (worst) to 1 (best).
+QUALITY_STOPS = np.array([
+    [0.84, 0.37, 0.00],  # vermillion
+    [0.94, 0.89, 0.26],  # yellow
+    [0.34, 0.71, 0.91],  # sky blue
+    [0.00, 0.45, 0.70],  # blue
+])
+#: RGB of a segment whose quality is unknown (NaN).
+NOT_RATED = (0.2, 0.2, 0.2)
 
 
-def quality_rgba(values, *, alpha=0.7, nan_color=(0.55, 0.55, 0.55)):
-    """Map quality values in [0, 1] to RGBA: 0 red, 0.5 yellow, 1 green.
+def quality_rgba(values, *, alpha=0.7, nan_color=NOT_RATED):
+    """Map quality values in [0, 1] to RGBA: 0 vermillion (worst), 1 blue (best).
 
     Parameters
     ----------
@@ -19,7 +34,7 @@ def quality_rgba(values, *, alpha=0.7, nan_color=(0.55, 0.55, 0.55)):
     alpha : float, default 0.7
         Opacity of every colour.
     nan_color : tuple of 3 floats
-        RGB for NaN (no quality known, e.g. a segment entirely on ignored pixels).
+        RGB for NaN (no quality known: not rated).
 
     Returns
     -------
@@ -29,14 +44,15 @@ def quality_rgba(values, *, alpha=0.7, nan_color=(0.55, 0.55, 0.55)):
     Examples
     --------
     >>> quality_rgba([0.0, 1.0])[:, :3].round(2).tolist()
-    [[0.84, 0.1, 0.11], [0.1, 0.64, 0.25]]
+    [[0.84, 0.37, 0.0], [0.0, 0.45, 0.7]]
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     nan = np.isnan(v)
-    t = np.clip(np.where(nan, 0.0, v), 0.0, 1.0) * 2.0
-    lo = np.minimum(t.astype(np.int64), 1)
+    n_seg = len(QUALITY_STOPS) - 1
+    t = np.clip(np.where(nan, 0.0, v), 0.0, 1.0) * n_seg
+    lo = np.minimum(t.astype(np.int64), n_seg - 1)
     frac = (t - lo)[:, None]
-    rgb = _STOPS[lo] * (1.0 - frac) + _STOPS[lo + 1] * frac
+    rgb = QUALITY_STOPS[lo] * (1.0 - frac) + QUALITY_STOPS[lo + 1] * frac
     rgb[nan] = nan_color
     out = np.empty((v.size, 4), np.float32)
     out[:, :3] = rgb

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["as_probabilities", "check_ground_truth"]
+__all__ = ["as_probabilities", "check_ground_truth", "check_ignore_index"]
 
 #: Row sums within this distance of 1 are float rounding: the array is used as given.
 SUM_EXACT_TOL = 1e-4
@@ -348,6 +348,31 @@ def as_probabilities(x, *, class_axis=-1, sample_axis=None, scale=None):
     return a
 
 
+def check_ignore_index(ignore_index, n_classes):
+    """Refuse an ``ignore_index`` that is also a real class id (``0 <= ignore_index < n_classes``).
+
+    The kernels leave every pixel whose label equals ``ignore_index`` out of IoU and label-error
+    statistics; with 256 or more classes the default 255 would silently drop class 255.
+
+    Raises
+    ------
+    ValueError
+        Naming the collision and the fix.
+
+    Examples
+    --------
+    >>> check_ignore_index(255, 4)
+    >>> check_ignore_index(None, 300)
+    """
+    if ignore_index is not None and 0 <= int(ignore_index) < int(n_classes):
+        ign, q = int(ignore_index), int(n_classes)
+        raise ValueError(
+            f"ignore_index={ign} is also a class id: the probabilities have {q} classes (0..{q - 1}), "
+            f"so the pixels labelled {ign} would be left out of the statistics as unlabelled. Pass "
+            "ignore_index=None (CLI: --ignore-index none; panels: -1), or the id your ground truth "
+            f"uses for unlabelled pixels if it is {q} or more")
+
+
 def check_ground_truth(gt, spatial_shape, n_classes, *, ignore_index=255, name="gt"):
     """Validate ground truth class ids against a probability map.
 
@@ -372,13 +397,15 @@ def check_ground_truth(gt, spatial_shape, n_classes, *, ignore_index=255, name="
     Raises
     ------
     ValueError
-        Shape mismatch, non-integer values, ids outside ``0 .. q-1`` other than ``ignore_index``.
+        Shape mismatch, non-integer values, ids outside ``0 .. q-1`` other than ``ignore_index``,
+        or an ``ignore_index`` that is also a class id (see :func:`check_ignore_index`).
 
     Examples
     --------
     >>> check_ground_truth(np.array([[0, 1], [255, 1]]), (2, 2), 2).dtype
     dtype('uint8')
     """
+    check_ignore_index(ignore_index, n_classes)
     gt = np.asarray(gt)
     if tuple(gt.shape) != tuple(spatial_shape):
         raise ValueError(

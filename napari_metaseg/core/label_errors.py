@@ -27,6 +27,7 @@ import pandas as pd
 from numba import njit
 from scipy import ndimage
 
+from .inputs import check_ignore_index
 from .segments import _resolve_mode, label_segments
 
 __all__ = [
@@ -124,6 +125,7 @@ def _pred_doubt_kernel(probs, gt, ignore):  # pragma: no cover - compiled
 def _pred_and_doubt(probs, gt, ignore_index):
     """The predicted class map and the per-voxel doubt of the label (see ``find_label_errors``)."""
     q = probs.shape[-1]
+    check_ignore_index(ignore_index, q)  # an ignore id that is a class would drop that class silently
     flat = np.ascontiguousarray(probs).reshape(-1, q)
     ignore = -1 if ignore_index is None else int(ignore_index)
     pred, doubt = _pred_doubt_kernel(flat, np.ascontiguousarray(gt).ravel(), ignore)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..names import PREDICTION_COLUMNS
+from ..names import OOD_COLUMNS, PREDICTION_COLUMNS
 from .atomic import atomic_path
 
 __all__ = [
@@ -34,7 +34,8 @@ TARGET_COLUMNS = ("iou", "iou_adj")
 #: Columns that are never features: identifiers, the class id, targets and predictions. The
 #: class id is a label, not a quantity (its number means nothing to a linear model); the class
 #: enters through the ``cprob*`` columns, as in the reference implementation.
-NON_FEATURE_COLUMNS = ("index", "case", "slice", "class", *TARGET_COLUMNS, *PREDICTION_COLUMNS)
+NON_FEATURE_COLUMNS = ("index", "case", "slice", "class", *TARGET_COLUMNS, *PREDICTION_COLUMNS,
+                       *OOD_COLUMNS)
 #: Size columns: heavy-tailed (a background segment can hold millions of voxels next to
 #: one-voxel specks), so the meta models see them on a log scale by default.
 SIZE_COLUMNS = ("S", "S_in", "S_bd", "S_rel", "S_rel_in")

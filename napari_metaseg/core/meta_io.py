@@ -43,8 +43,9 @@ from .meta_model import (
     check_model_pair,
     library_versions,
 )
+from .safe_json import JSONLimitError, load_json_file, short_repr
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MetaModelFileError", "load_models", "save_models"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "TABLE_KINDS", "MetaModelFileError", "load_models", "save_models"]
 
 #: Value of the ``format`` field of every meta-model file.
 FORMAT_NAME = "napari-metaseg/meta-model"
@@ -52,6 +53,22 @@ FORMAT_NAME = "napari-metaseg/meta-model"
 FORMAT_VERSION = 1
 
 _NONFINITE = {"inf": np.inf, "-inf": -np.inf, "nan": np.nan}
+
+# Limits of what a model file may hold, checked before anything is built from it (a crafted file
+# must fail with MetaModelFileError, not MemoryError / RecursionError / OverflowError). The
+# largest real file, a boosted pair with default settings on 5 000 segments, is 0.5 MiB with
+# 24 features and nesting depth 6.
+#: Largest model file, and largest decompressed content of a ``.json.gz`` file (bytes).
+MAX_MODEL_BYTES = 32 * 2**20
+#: Deepest nesting of lists/objects in a model file.
+MAX_MODEL_DEPTH = 32
+#: Most features (= linear coefficients) a model may have.
+MAX_FEATURES = 10_000
+#: Most nodes of all trees of a boosted model together.
+MAX_TREE_NODES = 2_000_000
+#: Largest magnitude of any stored number (coefficients, intercepts, scaler, tree values and
+#: finite thresholds); larger values only come from a damaged or crafted file.
+MAX_ABS_VALUE = 1e15
 
 
 class MetaModelFileError(ValueError):
@@ -63,10 +80,16 @@ class MetaModelFileError(ValueError):
 # ============================================================================================
 #: Keys of the optional ``segmentation`` record: how the training tables' segments were made.
 SEGMENTATION_KEYS = ("mode", "slice_axis", "ignore_index")
+#: What a file's models were fitted on: segment metrics tables, or OoD region tables (target
+#: ``hit``, see :mod:`napari_metaseg.core.ood`); a region model's file holds an ``ood`` record.
+TABLE_KINDS = ("segments", "ood_regions")
+#: Keys of the ``ood`` record: how the training regions were made (threshold of which heatmap,
+#: predicted classes left out of the candidates).
+OOD_KEYS = ("threshold", "measure", "exclude_classes")
 
 
 def save_models(path, classifier=None, regressor=None, *, evaluation=None, segmentation=None,
-                training_data=None) -> Path:
+                training_data=None, ood=None) -> Path:
     """Write fitted meta models (and their evaluation) to a JSON model file.
 
     Parameters
@@ -88,6 +111,10 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
         model's folder), ``sha256``, ``cases``, ``n_segments``, ``min_interior``;
         ``info["training_data"]`` on load (None when not recorded). Written by
         :func:`napari_metaseg.workflows.save_model`.
+    ood : dict, optional
+        Marks an OoD region model (a classifier of ``hit`` fitted on region tables) and records
+        how its regions were made (``threshold``, ``measure``, ``exclude_classes``);
+        ``info["ood"]`` on load. Such a file is refused where a segment model is expected.
 
     Returns
     -------
@@ -141,6 +168,10 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
         segmentation = _check_segmentation(segmentation, ValueError)
     if training_data is not None:
         training_data = _check_training_data(training_data, ValueError)
+    if ood is not None:
+        ood = _check_ood(ood, ValueError)
+        if regressor is not None:
+            raise ValueError("an OoD region model holds a classifier (of hit) only, not a regressor")
     payload = {
         "created": _utc_now(),
         "versions": library_versions(),
@@ -154,6 +185,8 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
         payload["segmentation"] = segmentation
     if training_data is not None:
         payload["training_data"] = training_data
+    if ood is not None:  # absent for segment models: their files are unchanged
+        payload["ood"] = ood
     canonical = _canonical(payload)
     doc = (
         "{" + f'"format": {json.dumps(FORMAT_NAME)},\n "format_version": {FORMAT_VERSION},\n'
@@ -178,7 +211,7 @@ def _check_segmentation(seg, error):
         if isinstance(v, np.integer):
             v = int(v)
         if (v is not None and not isinstance(v, (str, int))) or isinstance(v, bool):
-            raise error(f"segmentation {k!r} must be a string, an integer or None, got {v!r}")
+            raise error(f"segmentation {k!r} must be a string, an integer or None, got {short_repr(v)}")
         out[k] = v
     return out
 
@@ -194,7 +227,7 @@ def _check_training_data(ref, error):
     name = ref.get("file")
     if (not isinstance(name, str) or not name or len(name) > 255 or "/" in name or "\\" in name
             or name in (".", "..") or "\x00" in name):
-        raise error(f"training_data 'file' must be a plain file name, got {name!r}")
+        raise error(f"training_data 'file' must be a plain file name, got {short_repr(name)}")
     digest = ref.get("sha256")
     if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise error("training_data 'sha256' must be 64 lowercase hex digits")
@@ -208,9 +241,27 @@ def _check_training_data(ref, error):
         if isinstance(v, np.integer):
             v = int(v)
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**53:
-            raise error(f"training_data {key!r} must be a non-negative integer, got {v!r}")
+            raise error(f"training_data {key!r} must be a non-negative integer, got {short_repr(v)}")
         out[key] = v
     return out
+
+
+def _check_ood(rec, error):
+    """An ``ood`` record with exactly :data:`OOD_KEYS` and sane values, else ``error``."""
+    if not isinstance(rec, dict):
+        raise error(f"ood must be a dict, got {type(rec).__name__}")
+    t = rec.get("threshold")
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not np.isfinite(t):
+        raise error(f"ood 'threshold' must be a finite number, got {short_repr(t)}")
+    measure = rec.get("measure")
+    if measure not in ("E", "D", "V"):
+        raise error(f"ood 'measure' must be E, D or V, got {short_repr(measure)}")
+    excl = rec.get("exclude_classes") or []
+    if (not isinstance(excl, (list, tuple)) or len(excl) > 1000
+            or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < 2**31
+                       for c in excl)):
+        raise error(f"ood 'exclude_classes' must be a list of class ids, got {short_repr(excl)}")
+    return {"threshold": float(t), "measure": measure, "exclude_classes": [int(c) for c in excl]}
 
 
 def _check_suffix(path: Path) -> None:
@@ -309,7 +360,7 @@ def _model_to_dict(model) -> dict:
 # ============================================================================================
 # Loading
 # ============================================================================================
-def load_models(path, *, table: pd.DataFrame | None = None):
+def load_models(path, *, table: pd.DataFrame | None = None, table_kind: str | None = "segments"):
     """Read a model file written by :func:`save_models`, without executing anything in it.
 
     Parameters
@@ -319,6 +370,9 @@ def load_models(path, *, table: pd.DataFrame | None = None):
     table : pandas.DataFrame, optional
         A metrics table the models are meant for; when given, its metric columns must match
         the models' features (same measures, same number of classes).
+    table_kind : {"segments", "ood_regions"} or None, default "segments"
+        What the models must have been fitted on: segment metrics tables, or OoD region tables
+        (the file has an ``ood`` record); None accepts both.
 
     Returns
     -------
@@ -354,22 +408,13 @@ def load_models(path, *, table: pd.DataFrame | None = None):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such meta-model file: {path}")
-    raw = path.read_bytes()
     where = f"{path.name}"
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise MetaModelFileError(
-                f"{where} is a damaged or truncated gzip file: {err}"
-            ) from err
     try:
-        text = raw.decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, _ConstantError) as err:
+        doc = load_json_file(path, max_bytes=MAX_MODEL_BYTES, max_depth=MAX_MODEL_DEPTH)
+    except JSONLimitError as err:
         raise MetaModelFileError(
             f"{where} is not a napari-metaseg meta-model file, or it is truncated or corrupted "
-            f"(not valid JSON: {err})"
+            f"({err})"
         ) from err
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise MetaModelFileError(
@@ -378,7 +423,7 @@ def load_models(path, *, table: pd.DataFrame | None = None):
         )
     version = doc.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise MetaModelFileError(f"{where}: invalid format_version {version!r}")
+        raise MetaModelFileError(f"{where}: invalid format_version {short_repr(version)}")
     if version > FORMAT_VERSION:
         raise MetaModelFileError(
             f"{where} uses meta-model format version {version}, newer than the version this "
@@ -397,8 +442,9 @@ def load_models(path, *, table: pd.DataFrame | None = None):
             f"{where} failed its integrity check (sha256 of the payload is {actual[:12]}..., "
             f"the file says {digest[:12]}...): it was modified or damaged after it was saved"
         )
+    _check_table_kind(payload, table_kind, where)
     v = _Validator(where)
-    names = v.str_list(payload, "feature_names", unique=True, nonempty=True)
+    names = v.str_list(payload, "feature_names", unique=True, nonempty=True, max_len=MAX_FEATURES)
     models = {}
     for role, cls in (("classifier", MetaClassifier), ("regressor", MetaRegressor)):
         d = payload.get(role)
@@ -412,8 +458,8 @@ def load_models(path, *, table: pd.DataFrame | None = None):
     if evaluation is not None:
         try:
             evaluation = Evaluation.from_dict(evaluation)
-        except ValueError as err:
-            raise MetaModelFileError(f"{where}: evaluation: {err}") from err
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
+            raise MetaModelFileError(f"{where}: evaluation: {short_repr(str(err), 300)}") from err
     if table is not None:
         if not isinstance(table, pd.DataFrame):
             raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
@@ -438,8 +484,13 @@ def load_models(path, *, table: pd.DataFrame | None = None):
         "evaluation": evaluation,
         "segmentation": None,
         "training_data": None,
+        "table_kind": "segments",
+        "ood": None,
         "path": str(path),
     }
+    if payload.get("ood") is not None:
+        info["ood"] = _check_ood(payload["ood"], lambda m: MetaModelFileError(f"{where}: {m}"))
+        info["table_kind"] = "ood_regions"
     if payload.get("segmentation") is not None:
         info["segmentation"] = _check_segmentation(
             payload["segmentation"], lambda m: MetaModelFileError(f"{where}: {m}"))
@@ -449,12 +500,21 @@ def load_models(path, *, table: pd.DataFrame | None = None):
     return models["classifier"], models["regressor"], info
 
 
-class _ConstantError(ValueError):
-    pass
-
-
-def _reject_constant(name):
-    raise _ConstantError(f"non-standard JSON constant {name}")
+def _check_table_kind(payload, table_kind, where):
+    """Refuse a region model where a segment model is expected, and vice versa."""
+    if table_kind is not None and table_kind not in TABLE_KINDS:
+        raise ValueError(f"table_kind must be one of {TABLE_KINDS} or None, got {table_kind!r}")
+    is_ood = payload.get("ood") is not None
+    if table_kind == "segments" and is_ood:
+        raise MetaModelFileError(
+            f"{where} is an OoD region model (a classifier of out-of-distribution candidate regions, "
+            "trained on region tables): it cannot rate segments; use it with `napari-metaseg ood "
+            "--model` or the OoD panel, and a segment model (trained on metrics tables) here")
+    if table_kind == "ood_regions" and not is_ood:
+        raise MetaModelFileError(
+            f"{where} is a segment model (trained on segment metrics tables), not an OoD region "
+            "model: train one on region tables (`napari-metaseg ood` with annotations, then "
+            "`napari-metaseg train` on its region tables)")
 
 
 class _Validator:
@@ -481,8 +541,10 @@ class _Validator:
             self.fail(f"{key!r} has the wrong type ({type(val).__name__})")
         return val
 
-    def str_list(self, d, key, *, unique=False, nonempty=False):
+    def str_list(self, d, key, *, unique=False, nonempty=False, max_len=None):
         val = self.get(d, key, list)
+        if max_len is not None and len(val) > max_len:
+            self.fail(f"{key!r} has {len(val)} entries, more than the {max_len} accepted")
         if not all(isinstance(s, str) for s in val):
             self.fail(f"{key!r} must be a list of strings")
         if unique and len(set(val)) != len(val):
@@ -502,23 +564,25 @@ class _Validator:
             elif isinstance(x, str) and x in _NONFINITE and not finite:
                 out[i] = _NONFINITE[x]
             else:
-                self.fail(f"{key!r} holds a non-number {x!r}")
+                self.fail(f"{key!r} holds a non-number {short_repr(x)}")
         if finite and not np.isfinite(out).all():
             self.fail(f"{key!r} holds non-finite values")
+        if (np.abs(out[np.isfinite(out)]) > MAX_ABS_VALUE).any():
+            self.fail(f"{key!r} holds values beyond +-{MAX_ABS_VALUE:g}")
         if n is not None and out.shape[0] != n:
             self.fail(f"{key!r} has {out.shape[0]} entries, expected {n}")
         return out
 
     def float(self, d, key):
         val = self.get(d, key, (int, float))
-        if not np.isfinite(val):
-            self.fail(f"{key!r} is not finite")
+        if not abs(val) <= MAX_ABS_VALUE:  # NaN fails too
+            self.fail(f"{key!r} is not a finite number within +-{MAX_ABS_VALUE:g}")
         return float(val)
 
     def ints(self, d, key, n=None, *, lo=None, hi=None):
         val = self.get(d, key, list)
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in val):
-            self.fail(f"{key!r} must hold integers")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and abs(x) < 2**62 for x in val):
+            self.fail(f"{key!r} must hold integers (of at most 62 bits)")
         out = np.array(val, dtype=np.int64) if val else np.zeros(0, dtype=np.int64)
         if n is not None and out.shape[0] != n:
             self.fail(f"{key!r} has {out.shape[0]} entries, expected {n}")
@@ -532,17 +596,17 @@ def _model_from_dict(v: _Validator, d, cls, names):
         v.fail("expected an object")
     est_name = v.get(d, "estimator", str)
     if est_name != cls.__name__:
-        v.fail(f"estimator is {est_name!r}, expected {cls.__name__!r}")
+        v.fail(f"estimator is {short_repr(est_name)}, expected {cls.__name__!r}")
     params = v.get(d, "params", dict)
     kind = v.get(params, "kind", str)
     kinds = CLASSIFIER_KINDS if cls is MetaClassifier else REGRESSOR_KINDS
     if kind not in kinds:
-        v.fail(f"unknown kind {kind!r} (known: {list(kinds)})")
+        v.fail(f"unknown kind {short_repr(kind)} (known: {list(kinds)})")
     rs = params.get("random_state")
     if rs is not None and (isinstance(rs, bool) or not isinstance(rs, int)):
         v.fail("random_state must be null or an integer")
     log_sizes = v.get(params, "log_sizes", bool)
-    feats = v.str_list(d, "feature_names", unique=True, nonempty=True)
+    feats = v.str_list(d, "feature_names", unique=True, nonempty=True, max_len=MAX_FEATURES)
     if feats != names:
         v.fail("feature_names differ from the file's feature_names")
     log_features = v.str_list(d, "log_features", unique=True)
@@ -565,7 +629,7 @@ def _model_from_dict(v: _Validator, d, cls, names):
             v.fail(f"a {kind} model must be linear")
         model = _trees_from_dict(v, body, p)
     else:
-        v.fail(f"unknown model type {mtype!r}")
+        v.fail(f"unknown model type {short_repr(mtype)}")
     est = cls(kind=kind, random_state=rs, log_sizes=log_sizes)
     est.feature_names_in_ = np.array(feats, dtype=object)
     est.n_features_in_ = p
@@ -581,7 +645,7 @@ def _model_from_dict(v: _Validator, d, cls, names):
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not np.isfinite(lam):
             v.fail("lambda must be a finite number or null")
         est.lambda_ = float(lam)
-    est.training_cases_ = v.str_list(d, "training_cases")
+    est.training_cases_ = v.str_list(d, "training_cases", max_len=MAX_TRAINING_CASES)
     n_seg = v.get(d, "n_segments", int)
     if n_seg < 0:
         v.fail("n_segments must be >= 0")
@@ -601,10 +665,10 @@ def _model_from_dict(v: _Validator, d, cls, names):
 
 
 def _trees_from_dict(v: _Validator, body, p):
-    offsets = v.ints(body, "offsets", lo=0)
+    offsets = v.ints(body, "offsets", lo=0, hi=MAX_TREE_NODES)
     if offsets.shape[0] < 2 or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
         v.fail("offsets must start at 0 and increase strictly")
-    n_nodes = int(offsets[-1])
+    n_nodes = int(offsets[-1])  # <= MAX_TREE_NODES: the node arrays are checked against it
     feature = v.ints(body, "feature", n_nodes, lo=0, hi=p - 1)
     threshold = v.floats(body, "threshold", n_nodes, finite=False)
     left = v.ints(body, "left", n_nodes, lo=0)

@@ -28,8 +28,8 @@ import numpy as np
 
 from .layers import NIFTI_SUFFIXES, SUFFIXES, _read_array_file, suffix_of
 
-__all__ = ["IMAGE_STEMS", "Case", "CaseError", "find_cases", "image_beside", "is_nifti", "read_case",
-           "read_pairs_csv"]
+__all__ = ["IMAGE_STEMS", "Case", "CaseError", "case_id_from_path", "find_cases", "image_beside", "is_nifti",
+           "read_case", "read_pairs_csv"]
 
 #: Stems of an image file beside a case's softmax (``<folder>/t1.nii.gz``, ``<case>_image.npy``).
 IMAGE_STEMS = ("image", "img", "t1", "t1w", "t2", "flair", "raw")
@@ -260,12 +260,12 @@ def _pick_npz(items, preferred, path):
     )
 
 
-def _read_plain(path: Path, preferred) -> np.ndarray:
-    items = _read_array_file(path, suffix_of(path))
+def _read_plain(path: Path, preferred, max_bytes=None) -> np.ndarray:
+    items = _read_array_file(path, suffix_of(path), max_bytes)
     return items[0][1] if len(items) == 1 else _pick_npz(items, preferred, path)
 
 
-def read_case(case: Case, *, class_axis: int = -1):
+def read_case(case: Case, *, class_axis: int = -1, max_bytes=None):
     """Read the softmax (validated float32, classes last) and ground truth of a case.
 
     Parameters
@@ -273,6 +273,8 @@ def read_case(case: Case, *, class_axis: int = -1):
     case : Case
     class_axis : int, default -1
         Class axis of a non-NIfTI softmax file (NIfTI softmax maps are ``(x, y, z, class)``).
+    max_bytes : int or str, optional
+        The input budget of each file (see :mod:`napari_metaseg.io.budget`).
 
     Returns
     -------
@@ -286,28 +288,36 @@ def read_case(case: Case, *, class_axis: int = -1):
     Raises
     ------
     ValueError
-        A file cannot be read or does not hold valid probabilities.
+        A file cannot be read, claims more than the input budget
+        (:class:`~napari_metaseg.io.budget.InputTooLargeError`), or does not hold valid
+        probabilities; a softmax that looks like an image, a label map or a classes-first map
+        is refused with a message saying so and naming the option that fixes it.
 
     Examples
     --------
     >>> probs, gt, affine = read_case(Case("a", Path("a_softmax.npy"), Path("a_gt.npy")))  # doctest: +SKIP
     """
     from ..core.inputs import as_probabilities
+    from .layers import wrong_kind_message
     from .nifti import read_nifti, read_nifti_probabilities
 
     affine = None
     if is_nifti(case.softmax):
-        probs, affine = read_nifti_probabilities(case.softmax)
+        probs, affine = read_nifti_probabilities(case.softmax, max_bytes=max_bytes)
         affine = np.asarray(affine, dtype=np.float64)
     else:
-        probs = as_probabilities(_read_plain(case.softmax, ("softmax", "probs", "probabilities")),
-                                 class_axis=class_axis)
+        raw = _read_plain(case.softmax, ("softmax", "probs", "probabilities"), max_bytes)
+        if isinstance(class_axis, int) and -raw.ndim <= class_axis < raw.ndim:
+            wrong = wrong_kind_message(raw, class_axis, name=str(case.softmax))
+            if wrong:
+                raise ValueError(wrong)
+        probs = as_probabilities(raw, class_axis=class_axis)
     gt = None
     if case.gt is not None:
         if is_nifti(case.gt):
-            gt, _ = read_nifti(case.gt)
+            gt, _ = read_nifti(case.gt, max_bytes=max_bytes)
         else:
-            gt = _read_plain(case.gt, ("gt", "labels"))
+            gt = _read_plain(case.gt, ("gt", "labels"), max_bytes)
     return probs, gt, affine
 
 
@@ -327,3 +337,40 @@ def image_beside(case):
             if low[: len(low) - len(suf)] == f"{prefix}{want}".lower():
                 return path
     return None
+
+
+_BIDS_ENTITY = re.compile(r"^(sub|ses)-[A-Za-z0-9]+$")
+_BIDS_IN_NAME = re.compile(r"(?:^|_)((?:sub|ses)-[A-Za-z0-9]+)")
+#: File stems that name the kind of file, not the case (the case is then the folder).
+_GENERIC = re.compile(r"^(softmax|probs|probabilities|prediction|pred|seg|gt|labels?|t1w?|t2|flair|image|img)"
+                      r"([_-].*)?$", re.IGNORECASE)
+
+
+def case_id_from_path(path) -> str:
+    """The case a file belongs to, from its path.
+
+    BIDS entities win (``.../sub-02/ses-1/anat/...`` or ``sub-02_ses-1_dseg.nii.gz`` give
+    ``sub-02_ses-1``); else ``<case>_softmax.<ext>`` / ``<case>_gt.<ext>`` give ``<case>``; a
+    generic file name (``softmax_rf.nii.gz``, ``gt.nii.gz``) gives its folder's name.
+
+    Examples
+    --------
+    >>> case_id_from_path("data/brain/sub-02/softmax_rf.nii.gz")
+    'sub-02'
+    >>> case_id_from_path("runs/case07_softmax.npy"), case_id_from_path("cases/lung3/softmax.npy")
+    ('case07', 'lung3')
+    """
+    path = Path(str(path))
+    stem = _stem(path)
+    entities = [m for m in _BIDS_IN_NAME.findall(stem)]
+    if not entities:
+        entities = [p for p in path.parent.parts if _BIDS_ENTITY.match(p)]
+    if entities:
+        return "_".join(dict.fromkeys(entities))
+    for pattern in (_SOFTMAX_SUFFIX, _GT_SUFFIX):
+        m = pattern.match(stem)
+        if m:
+            return m.group("case")
+    if _GENERIC.match(stem) and path.parent.name:
+        return path.parent.name
+    return stem

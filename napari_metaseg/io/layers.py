@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.inputs import as_probabilities
+from .budget import check_claim, describe_error, read_npy, read_npz
 
-__all__ = ["KINDS", "NIFTI_SUFFIXES", "SUFFIXES", "guess_kind", "read_layers", "suffix_of"]
+__all__ = ["KINDS", "NIFTI_SUFFIXES", "SUFFIXES", "guess_kind", "read_layers", "suffix_of",
+           "wrong_kind_message"]
 
 KINDS = ("auto", "image", "labels", "probabilities")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -100,6 +102,84 @@ def guess_kind(a, *, slope=None):
     return "image", None
 
 
+def _pixel_sample(a, class_axis, n=20_000):
+    """About ``n`` pixels of ``a`` as rows ``(pixels, classes)``, float64, without copying ``a``."""
+    cax = class_axis % a.ndim
+    spatial = [s for i, s in enumerate(a.shape) if i != cax]
+    step = max(1, int(np.ceil((np.prod(spatial, dtype=np.float64) / n) ** (1.0 / max(len(spatial), 1)))))
+    view = a[tuple(slice(None) if i == cax else slice(None, None, step) for i in range(a.ndim))]
+    return np.moveaxis(view, cax, -1).reshape(-1, a.shape[cax]).astype(np.float64)
+
+
+def wrong_kind_message(a, class_axis=-1, *, name, fix="pass --class-axis {axis}", scale=None):
+    """Why ``a`` read as class probabilities with ``class_axis`` is probably the wrong input, or None.
+
+    Recognises an image or a label map given as probabilities (a signed integer array, or an
+    unsigned one whose "class" values are far from summing to 1) and a probability map whose
+    classes are on another axis (the values sum to 1 over the first or last axis, not over
+    ``class_axis``). Float maps that sum to 1 nowhere stay for :func:`~napari_metaseg.core.
+    as_probabilities` to judge (logits).
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        The stored array.
+    class_axis : int
+        The class axis it would be read with.
+    name : str
+        Names the file or layer in the message.
+    fix : str, default "pass --class-axis {axis}"
+        What to tell when the classes are on another axis (``{axis}`` is filled in): the option
+        of the front end that reads the input.
+    scale : float, optional
+        Value of one step of an unsigned integer map (NIfTI ``scl_slope``); default 1 / max.
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
+    >>> p = np.full((2, 8, 8), 0.5, np.float32)
+    >>> wrong_kind_message(p, -1, name="a.npy")[:33]
+    'a.npy looks like a classes-first '
+    """
+    a = np.asarray(a)
+    if a.ndim < 2 or a.size == 0 or a.dtype.kind not in "iuf":
+        return None
+    cax = class_axis % a.ndim
+    if a.dtype.kind == "i":
+        sample = _sample(a)
+        lo, hi, distinct = int(sample.min()), int(sample.max()), np.unique(sample).size
+        what = ("a label map (ground truth)" if distinct <= MAX_LABEL_VALUES
+                else "an image (e.g. an MRI volume)")
+        return (f"{name} looks like {what}, not class probabilities: it holds {a.dtype} values "
+                f"{lo}..{hi} ({distinct} distinct) in an array of shape {a.shape}; probabilities are "
+                "floats in [0, 1] (or unsigned integers with a scale) that sum to 1 over a class axis. "
+                "Give the softmax file of the case (e.g. <case>_softmax.npy or softmax_rf.nii.gz)")
+    step = 1.0
+    if a.dtype.kind == "u":
+        step = float(scale) if scale else 1.0 / np.iinfo(a.dtype).max
+    rows = _pixel_sample(a, cax)
+    off = np.abs(rows.sum(axis=1) * step - 1.0)
+    if float(np.median(off)) <= 0.02:
+        return None  # sums to 1 over the class axis asked for
+    for axis in sorted({0, a.ndim - 1} - {cax}):
+        if not 2 <= a.shape[axis] <= MAX_CLASSES or a.ndim - 1 not in (2, 3):
+            continue
+        other = _pixel_sample(a, axis)
+        if other.min() >= 0 and float(np.max(np.abs(other.sum(axis=1) * step - 1.0))) <= 0.02:
+            return (f"{name} looks like a classes-first probability map: its values sum to 1 over axis "
+                    f"{axis} ({a.shape[axis]} entries), not over the class axis {class_axis} "
+                    f"({a.shape[cax]} entries) of shape {a.shape}; {fix.format(axis=axis)}")
+    if a.dtype.kind == "u" and not scale and float(np.median(off)) > 0.25:
+        return (f"{name} looks like an image, not class probabilities: its {a.dtype} values over the "
+                f"class axis {class_axis} ({a.shape[cax]} entries) sum to {np.median(rows.sum(axis=1)):.0f} "
+                f"(median), not to {np.iinfo(a.dtype).max} as quantised probabilities would; give the "
+                "softmax file of the case")
+    return None
+
+
 def _check_kind(kind):
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -120,6 +200,10 @@ def _as_layer(a, kind, class_axis, *, name, slope=None, scale=None, translate=No
                 )
             class_axis = cands[0]
         probs_scale = float(slope) if (slope and a.dtype.kind == "u") else None
+        wrong = wrong_kind_message(a, class_axis, name=name, scale=probs_scale,
+                                   fix="its classes are on axis {axis}; open it without forcing the kind")
+        if wrong:
+            raise ValueError(wrong)
         probs = as_probabilities(a, class_axis=class_axis, scale=probs_scale)
         data = np.moveaxis(probs, -1, 0)
         metadata["metaseg"] = {"kind": "probabilities", "class_axis": 0}
@@ -154,17 +238,13 @@ def _as_layer(a, kind, class_axis, *, name, slope=None, scale=None, translate=No
     return a, meta, "image"
 
 
-def _read_nifti_layer(path, kind):
-    import nibabel as nib
+def _read_nifti_layer(path, kind, max_bytes=None):
     from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
-    try:
-        img = nib.load(str(path))
-        original_affine = np.asarray(img.affine, dtype=np.float64)
-        slope, inter = img.dataobj.slope, img.dataobj.inter
-        raw = np.asanyarray(img.dataobj.get_unscaled())
-    except Exception as exc:  # nibabel raises many types for corrupt files
-        raise ValueError(f"cannot read {path} as NIfTI: {exc}") from exc
+    from .nifti import load_nifti
+
+    img, raw, slope, inter = load_nifti(path, max_bytes=max_bytes)
+    original_affine = np.asarray(img.affine, dtype=np.float64)
     affine = original_affine
     if raw.ndim >= 3:
         # closest canonical (RAS+) orientation on the stored values: flips and axis swaps only
@@ -208,19 +288,21 @@ def _read_nifti_layer(path, kind):
                      translate=tuple(translate.tolist()), extra_meta=extra)
 
 
-def _read_array_file(path, suffix):
+def _read_array_file(path, suffix, max_bytes=None):
+    """``[(name, array)]`` of a numpy, TIFF or PNG file; every header is checked against the
+    input budget (:mod:`napari_metaseg.io.budget`) before the data is read."""
+    from .budget import InputTooLargeError
+
     if suffix == ".npy":
         try:
-            arr = np.load(str(path), allow_pickle=False)
+            arr = read_npy(path, max_bytes=max_bytes)
+        except InputTooLargeError:
+            raise
         except Exception as exc:
-            raise ValueError(f"cannot read {path} as a .npy array: {exc}") from exc
+            raise ValueError(f"cannot read {path} as a .npy array: {describe_error(exc)}") from exc
         return [(Path(str(path)).stem, arr)]
     if suffix == ".npz":
-        try:
-            with np.load(str(path), allow_pickle=False) as f:
-                items = [(f"{Path(str(path)).stem} {k}", f[k]) for k in f.files]
-        except Exception as exc:
-            raise ValueError(f"cannot read {path} as a .npz archive: {exc}") from exc
+        items = [(f"{Path(str(path)).stem} {k}", a) for k, a in read_npz(path, max_bytes=max_bytes)]
         if not items:
             raise ValueError(f"{path}: the .npz archive holds no arrays")
         return items
@@ -228,22 +310,36 @@ def _read_array_file(path, suffix):
         import tifffile
 
         try:
-            arr = tifffile.imread(str(path))
+            with tifffile.TiffFile(str(path)) as tif:
+                series = tif.series[0]
+                check_claim(series.shape, series.dtype, what=f"{path} (TIFF header)", max_bytes=max_bytes)
+                arr = series.asarray()
+        except InputTooLargeError:
+            raise
         except Exception as exc:
-            raise ValueError(f"cannot read {path} as TIFF: {exc}") from exc
+            raise ValueError(f"cannot read {path} as TIFF: {describe_error(exc)}") from exc
         return [(Path(str(path)).stem, arr)]
     if suffix == ".png":
+        from PIL import Image
         from skimage.io import imread
 
         try:
+            with Image.open(str(path)) as im:  # reads the header only
+                # a palette image may be expanded to RGBA; 16-bit and 32-bit modes hold wider values
+                bands = 4 if im.mode in ("P", "PA") else len(im.getbands())
+                dtype = np.uint16 if "16" in im.mode else np.uint32 if im.mode in ("I", "F") else np.uint8
+                check_claim((im.height, im.width, bands), dtype, what=f"{path} (PNG header)",
+                            max_bytes=max_bytes)
             arr = imread(str(path))
+        except InputTooLargeError:
+            raise
         except Exception as exc:
-            raise ValueError(f"cannot read {path} as PNG: {exc}") from exc
+            raise ValueError(f"cannot read {path} as PNG: {describe_error(exc)}") from exc
         return [(Path(str(path)).stem, arr)]
     raise ValueError(f"{path}: unsupported file type {suffix!r} (supported: {', '.join(SUFFIXES)})")
 
 
-def read_layers(path, *, kind="auto"):
+def read_layers(path, *, kind="auto", max_bytes=None):
     """Read a file into layer tuples ``(data, meta, layer_type)``.
 
     Parameters
@@ -255,6 +351,10 @@ def read_layers(path, *, kind="auto"):
         ``.tif``/``.tiff``/``.png``.
     kind : {"auto", "image", "labels", "probabilities"}, default "auto"
         Force how every array of the file is read; ``"auto"`` guesses (:func:`guess_kind`).
+    max_bytes : int or str, optional
+        The input budget: a file whose header claims more is refused before it is read
+        (default: ``NAPARI_METASEG_MAX_BYTES``, else half the available memory; see
+        :mod:`napari_metaseg.io.budget`).
 
     Returns
     -------
@@ -265,7 +365,8 @@ def read_layers(path, *, kind="auto"):
     Raises
     ------
     ValueError
-        The file cannot be read, or its content cannot be read as ``kind``.
+        The file cannot be read, or its content cannot be read as ``kind``
+        (:class:`~napari_metaseg.io.budget.InputTooLargeError` when it claims more than the budget).
 
     Examples
     --------
@@ -280,11 +381,26 @@ def read_layers(path, *, kind="auto"):
     if not Path(str(path)).is_file():
         raise ValueError(f"{path}: no such file")
     if suffix in NIFTI_SUFFIXES:
-        return [_read_nifti_layer(path, kind)]
+        return _with_class_names([_read_nifti_layer(path, kind, max_bytes)], path)
     out = []
-    for name, arr in _read_array_file(path, suffix):
+    for name, arr in _read_array_file(path, suffix, max_bytes):
         if arr.dtype.kind not in "iufb" or arr.ndim < 2:
             raise ValueError(f"{name}: an array of dtype {arr.dtype} and shape {arr.shape} is not an image")
         k, axis = guess_kind(arr) if kind == "auto" else (kind, None)
         out.append(_as_layer(arr, k, axis, name=name, extra_meta={"source": str(path)}))
-    return out
+    return _with_class_names(out, path)
+
+
+def _with_class_names(layers, path):
+    """Probability layers get the class names of a sidecar beside ``path`` (see
+    :mod:`napari_metaseg.io.class_names`), when there is one."""
+    from .class_names import class_names_beside
+
+    names = None
+    for _, meta, _ in layers:
+        ms = meta.get("metadata", {}).get("metaseg", {})
+        if ms.get("kind") == "probabilities" and "class_names" not in ms:
+            names = class_names_beside(path) if names is None else names
+            if names:
+                ms["class_names"] = names
+    return layers

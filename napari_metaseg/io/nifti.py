@@ -5,15 +5,67 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.inputs import as_probabilities
+from .budget import check_claim, describe_error
 
 
-def read_nifti(path):
+def load_nifti(path, *, max_bytes=None):
+    """Open a NIfTI file and read its stored (unscaled) array within the input budget.
+
+    The header's shape and data type are checked against the budget
+    (:func:`napari_metaseg.io.budget.check_claim`) before any voxel is read, so a tiny file
+    claiming gigabytes is refused without allocating them.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    max_bytes : int or str, optional
+        The input budget (default: ``NAPARI_METASEG_MAX_BYTES``, else half the available memory).
+
+    Returns
+    -------
+    img : nibabel image
+    raw : numpy.ndarray
+        The stored array, unscaled.
+    slope, inter : float or None
+        The header's scaling.
+
+    Raises
+    ------
+    InputTooLargeError
+        The header claims more than the budget.
+    ValueError
+        The file is not a readable NIfTI image (the message names the cause, or at least the
+        error type).
+
+    Examples
+    --------
+    >>> img, raw, slope, inter = load_nifti("gt.nii.gz")  # doctest: +SKIP
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))  # reads the header only
+        shape, dtype = img.shape, img.get_data_dtype()
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise ValueError(f"cannot read {path} as NIfTI: {describe_error(exc)}") from exc
+    check_claim(shape, dtype, what=f"{path} (NIfTI header)", max_bytes=max_bytes)
+    try:
+        slope, inter = img.dataobj.slope, img.dataobj.inter
+        raw = np.asanyarray(img.dataobj.get_unscaled())
+    except Exception as exc:
+        raise ValueError(f"cannot read {path} as NIfTI: {describe_error(exc)}") from exc
+    return img, raw, slope, inter
+
+
+def read_nifti(path, *, max_bytes=None):
     """Read a NIfTI file as stored (no reorientation).
 
     Parameters
     ----------
     path : str or os.PathLike
         ``.nii`` or ``.nii.gz`` file.
+    max_bytes : int or str, optional
+        The input budget (see :func:`load_nifti`).
 
     Returns
     -------
@@ -25,6 +77,8 @@ def read_nifti(path):
 
     Raises
     ------
+    InputTooLargeError
+        The header claims more than the input budget.
     ValueError
         The file is not a readable NIfTI image.
 
@@ -32,20 +86,13 @@ def read_nifti(path):
     --------
     >>> data, affine = read_nifti("gt.nii.gz")  # doctest: +SKIP
     """
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        slope, inter = img.dataobj.slope, img.dataobj.inter
-        raw = np.asanyarray(img.dataobj.get_unscaled())
-    except Exception as exc:  # nibabel raises many types for corrupt files
-        raise ValueError(f"cannot read {path} as NIfTI: {exc}") from exc
+    img, raw, slope, inter = load_nifti(path, max_bytes=max_bytes)
     if (slope in (1.0, None) or np.isnan(slope)) and (inter in (0.0, None) or np.isnan(inter)):
         return raw, img.affine
     return raw * np.float32(slope) + np.float32(inter), img.affine
 
 
-def read_nifti_probabilities(path, *, class_axis=-1):
+def read_nifti_probabilities(path, *, class_axis=-1, max_bytes=None):
     """Read a 4D NIfTI softmax (``(x, y, z, class)``) as float32 probabilities.
 
     Quantised maps (e.g. uint8 with ``scl_slope = 1/255``) are scaled in float32 and
@@ -57,6 +104,8 @@ def read_nifti_probabilities(path, *, class_axis=-1):
         NIfTI file with a class axis.
     class_axis : int, default -1
         Class axis of the stored array.
+    max_bytes : int or str, optional
+        The input budget (see :func:`load_nifti`).
 
     Returns
     -------
@@ -65,20 +114,33 @@ def read_nifti_probabilities(path, *, class_axis=-1):
     affine : numpy.ndarray
         4 x 4 voxel-to-world affine.
 
+    Raises
+    ------
+    InputTooLargeError
+        The header claims more than the input budget.
+    ValueError
+        Not a readable NIfTI file, or one that looks like an image, a label map or a volume
+        whose classes are not last (the message says which).
+
     Examples
     --------
     >>> probs, affine = read_nifti_probabilities("softmax_rf.nii.gz")  # doctest: +SKIP
     """
-    import nibabel as nib
+    from .layers import MAX_CLASSES, wrong_kind_message
 
-    try:
-        img = nib.load(str(path))
-        slope, inter = img.dataobj.slope, img.dataobj.inter
-        raw = np.asanyarray(img.dataobj.get_unscaled())
-    except Exception as exc:
-        raise ValueError(f"cannot read {path} as NIfTI: {exc}") from exc
+    img, raw, slope, inter = load_nifti(path, max_bytes=max_bytes)
     no_slope = slope is None or np.isnan(slope) or slope == 1.0
     no_inter = inter is None or np.isnan(inter) or inter == 0.0
+    if raw.ndim == 3 and raw.shape[-1] > MAX_CLASSES:
+        raise ValueError(f"{path} looks like a 3D volume (an image or labels), not class probabilities: "
+                         f"shape {raw.shape}, {raw.dtype}; NIfTI softmax files are 4D (x, y, z, class). "
+                         "Give the softmax file of the case (e.g. softmax_rf.nii.gz)")
+    if raw.ndim >= 2 and no_inter and (no_slope or raw.dtype.kind == "u"):  # stored values judgeable
+        wrong = wrong_kind_message(raw, class_axis, name=str(path), scale=None if no_slope else float(slope),
+                                   fix="NIfTI softmax files hold (x, y, z, class): save it with the "
+                                       "classes last")
+        if wrong:
+            raise ValueError(wrong)
     if raw.dtype.kind == "u" and no_inter and not no_slope:
         return as_probabilities(raw, class_axis=class_axis, scale=float(slope)), img.affine
     if not (no_slope and no_inter):

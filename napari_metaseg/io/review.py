@@ -12,14 +12,20 @@ Reliability:
 * every change is written at once, atomically: a temporary file in the same folder is written,
   flushed and fsync'ed, then renamed over the sidecar (``os.replace``); a crash or a kill loses
   at most the change being written, never the earlier ones;
-* a lock file ``<sidecar>.lock`` (created with ``O_CREAT | O_EXCL``, holding pid, host and a
-  token) keeps a second viewer or process from writing the same review: it gets
-  :class:`ReviewLockedError` (it may still open the review read-only). A lock left by a dead
-  process on this host raises :class:`StaleLockError` and can be taken over explicitly
+* a lock file ``<sidecar>.lock`` (:mod:`napari_metaseg.io.locks`: created with
+  ``O_CREAT | O_EXCL``, holding pid, host and a token) keeps a second viewer or process from
+  writing the same review: it gets :class:`ReviewLockedError` (it may still open the review
+  read-only). A lock left by a dead process on this host, or an empty or unreadable lock file
+  older than a few seconds, raises :class:`StaleLockError` and can be taken over explicitly
   (``take_over_stale=True``). Before each write the store checks that the lock is still its own;
-* loading validates the file: invalid JSON, another format, a newer format version, or a GT whose
-  hash differs from the recorded one raise a :class:`ReviewFileError` naming the problem, and the
-  file is left untouched.
+* the sidecar is read only *after* the lock is taken, so a store that gets the lock the moment
+  another one closes starts from that one's last decision, never from an older copy;
+* temporaries of killed saves beside the sidecar are removed when the lock is taken (those of a
+  writer that no longer runs, or older than 10 minutes);
+* loading validates the file: invalid JSON, another format, a newer format version, a GT whose
+  hash or shape differs from the recorded one, malformed proposals, a file beyond
+  :data:`MAX_SIDECAR_BYTES`, nesting deeper than :data:`MAX_SIDECAR_DEPTH` or numbers beyond
+  64 bits raise a :class:`ReviewFileError` naming the problem, and the file is left untouched.
 """
 
 from __future__ import annotations
@@ -33,15 +39,16 @@ import json
 import os
 import socket
 import sysconfig
-import uuid
 import weakref
 from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import atomic_path
+from ..core.atomic import atomic_path, remove_leftovers
 from ..core.atomic import atomic_write_bytes as _atomic_write_bytes
 from ..core.atomic import leftover_temporaries as _leftover_temporaries
+from ..core.safe_json import JSONLimitError, load_json_file, short_repr
+from .locks import LockBusy, holds, release_lock, take_lock
 from .results import save_nifti_atomic
 
 __all__ = [
@@ -73,6 +80,12 @@ PROPOSAL_FIELDS = ("case", "kind", "class", "label_class", "predicted_class", "i
 INTEGER_FIELDS = ("class", "label_class", "predicted_class", "index", "gt_object", "size", "slice")
 #: Test hook: seconds to sleep half-way through writing the temporary file.
 SLOW_WRITE_ENV = "NAPARI_METASEG_REVIEW_SLOW_WRITE"
+#: Largest sidecar read (bytes). The brain sample's 483 proposals take 279 KiB.
+MAX_SIDECAR_BYTES = 256 * 2**20
+#: Deepest nesting of lists/objects in a sidecar (a real one nests 5 levels).
+MAX_SIDECAR_DEPTH = 16
+#: Most proposals a sidecar may hold.
+MAX_PROPOSALS = 1_000_000
 
 
 class ReviewFileError(ValueError):
@@ -254,27 +267,38 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return _atomic_write_bytes(path, data, _pause_halfway=slow)
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _check_box_code(code, shape):
+    """Validate a :func:`voxel_box_bits` code against ``shape`` without building its mask.
+
+    Raises ``ValueError`` (or ``TypeError``/``KeyError``/``binascii.Error``) for a bad code."""
+    lo, size, bits = code["lo"], code["size"], code["bits"]
+    if not (isinstance(lo, list) and isinstance(size, list) and isinstance(bits, str)):
+        raise TypeError("lo and size must be lists, bits a string")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (*lo, *size)):
+        raise TypeError("lo and size must hold integers")
+    if len(lo) != len(shape) or len(size) != len(shape) or any(
+            a < 0 or n < 0 or a + n > s for a, n, s in zip(lo, size, shape, strict=True)):
+        raise ValueError(f"voxel code (box at {short_repr(lo)}, size {short_repr(size)}) does not fit "
+                         f"an array of shape {tuple(shape)}")
+    n = 1
+    for k in size:
+        n *= k
+    raw = base64.b64decode(bits, validate=True)
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"voxel code holds {len(raw)} bytes, its box needs {(n + 7) // 8}")
 
 
-def _read_lock(lock):
-    try:
-        return json.loads(Path(lock).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _release(lock, token):
-    holder = _read_lock(lock)
-    if holder.get("token") == token:
-        Path(lock).unlink(missing_ok=True)
+def _check_runs(runs, shape):
+    total = 1
+    for s in shape:
+        total *= s
+    if not isinstance(runs, list):
+        raise TypeError("runs must be a list")
+    for r in runs:
+        if (not isinstance(r, list) or len(r) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+                or r[0] < 0 or r[1] < 0 or r[0] + r[1] > total):
+            raise ValueError(f"run {short_repr(r)} does not fit an array of {total} voxels")
 
 
 # ============================================================================================
@@ -437,16 +461,16 @@ class ReviewStore:
         self._finalizer = None
         self.case = dict(case)
         self._doc = None
-        if self.path.exists():
-            doc = self._load()  # validate before taking the lock: a bad file changes nothing
-        else:
-            doc = None
         if not self.read_only:
+            # the lock first, then the file: read before the lock, the file could be an older copy
+            # than the one the previous holder leaves when it closes (its last decision lost)
             self._acquire(take_over_stale)
         try:
-            if self.path.exists() and doc is None:  # written by another process meanwhile
-                doc = self._load()
-        except Exception:
+            # a file that fails validation is left as it is, and the lock is released again
+            doc = self._load() if self.path.exists() else None
+            if not self.read_only:
+                remove_leftovers(self.path.parent, self.path.name)  # temporaries of killed saves
+        except BaseException:
             self.close()
             raise
         self.restored = doc is not None
@@ -475,50 +499,39 @@ class ReviewStore:
         return self._token is not None
 
     def _acquire(self, take_over_stale):
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "token": token, "created": _now()}
-        for _attempt in range(2):
-            try:
-                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                holder = _read_lock(self.lock_path)
-                pid, host = holder.get("pid"), holder.get("host")
-                where = f"process {pid} on {host}" if pid else "an unknown process (unreadable lock)"
-                same_host = host == socket.gethostname()
-                if same_host and isinstance(pid, int) and not _pid_alive(pid):
-                    if not take_over_stale:
-                        raise StaleLockError(
-                            f"the review {self.path.name} is locked by {where}, which is no longer "
-                            f"running (it probably crashed); its decisions are saved. Take the lock "
-                            f"over to continue (lock file: {self.lock_path})", holder) from None
-                    self.lock_path.unlink(missing_ok=True)
-                    continue
-                what = "another viewer of this process" if same_host and pid == os.getpid() else where
-                raise ReviewLockedError(
-                    f"the review {self.path.name} is open in {what} (since "
-                    f"{holder.get('created', '?')}); open it read-only or close it there first "
-                    f"(lock file: {self.lock_path})", holder) from None
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(me, f)
-                f.flush()
-                os.fsync(f.fileno())
-            self._token = token
-            self._finalizer = weakref.finalize(self, _release, str(self.lock_path), token)
-            return
-        raise ReviewLockedError(f"could not take the lock {self.lock_path}")
+        try:
+            token = take_lock(self.lock_path, what=f"review of {self.case.get('case_id') or self.path.name}",
+                              take_over_stale=take_over_stale)
+        except LockBusy as busy:
+            holder = busy.holder
+            if busy.stale:
+                if isinstance(holder.get("pid"), int):
+                    raise StaleLockError(
+                        f"the review {self.path.name} is locked by {busy.reason} (it probably crashed); "
+                        f"its decisions are saved. Take the lock over to continue (lock file: "
+                        f"{self.lock_path})", holder) from None
+                raise StaleLockError(
+                    f"the review {self.path.name} is locked, but {busy.reason}; its decisions are saved. "
+                    f"Take the lock over to continue (lock file: {self.lock_path})", holder) from None
+            what = ("another viewer of this process" if holder.get("pid") == os.getpid()
+                    and holder.get("host") == socket.gethostname() else busy.reason)
+            if holder.get("pid") is not None:
+                what = f"{what} (since {holder.get('created', '?')})" if "since" not in what else what
+            raise ReviewLockedError(
+                f"the review {self.path.name} is open in {what}; open it read-only or close it there "
+                f"first (lock file: {self.lock_path})", holder) from None
+        self._token = token
+        self._finalizer = weakref.finalize(self, release_lock, str(self.lock_path), token)
 
     # -- reading -----------------------------------------------------------------------------
     def _load(self):
         where = f"review file {self.path}"
         keep = "the file was left as it is; move it away to start the review again"
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ReviewFileError(f"{where} is not text ({exc}); {keep}") from exc
-        except json.JSONDecodeError as exc:
-            raise ReviewFileError(f"{where} is not valid JSON (line {exc.lineno}, column "
-                                  f"{exc.colno}: {exc.msg}); {keep}") from exc
+            doc = load_json_file(self.path, max_bytes=MAX_SIDECAR_BYTES, max_depth=MAX_SIDECAR_DEPTH)
+        except JSONLimitError as exc:
+            sep = " is " if str(exc).startswith("not ") else ": "
+            raise ReviewFileError(f"{where}{sep}{exc}; {keep}") from exc
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ReviewFileError(f"{where} is not a napari-metaseg review file; {keep}")
         version = doc.get("format_version")
@@ -530,16 +543,28 @@ class ReviewStore:
         case, props = doc.get("case"), doc.get("proposals")
         if not isinstance(case, dict) or not isinstance(props, list):
             raise ReviewFileError(f"{where} lacks its case or proposals; {keep}")
+        if not isinstance(doc.get("corrections", []), list) or not isinstance(doc.get("settings", {}), dict):
+            raise ReviewFileError(f"{where}: corrections must be a list and settings an object; {keep}")
+        if len(props) > MAX_PROPOSALS:
+            raise ReviewFileError(f"{where} holds {len(props)} proposals, more than the {MAX_PROPOSALS} "
+                                  f"accepted; {keep}")
+        # the recorded GT shape decides how voxel codes are read: it must be this GT's shape
         shape = case.get("gt_shape")
+        mine = self.case.get("gt_shape")
+        if shape is not None and (not isinstance(shape, list) or list(shape) != list(mine or [])):
+            raise CaseChangedError(f"{where} was made for a ground truth of shape {short_repr(shape)}, "
+                                   f"this one has {mine}; {keep}")
         for i, p in enumerate(props):
             if not isinstance(p, dict) or p.get("id") != i or p.get("decision") not in (None, *DECISIONS):
-                raise ReviewFileError(f"{where}: proposal {i} is malformed ({str(p)[:80]}); {keep}")
-            if p.get("voxels") is not None and shape is not None:
-                try:
-                    box_bits_to_mask(p["voxels"], shape)
-                except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-                    raise ReviewFileError(f"{where}: proposal {i} has unreadable voxels ({exc}); "
-                                          f"{keep}") from exc
+                raise ReviewFileError(f"{where}: proposal {i} is malformed ({short_repr(p, 80)}); {keep}")
+            try:
+                if p.get("voxels") is not None and shape is not None:
+                    _check_box_code(p["voxels"], shape)
+                if p.get("runs") is not None and shape is not None:
+                    _check_runs(p["runs"], shape)
+            except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+                raise ReviewFileError(f"{where}: proposal {i} has unreadable voxels "
+                                      f"({short_repr(str(exc), 200)}); {keep}") from exc
         if case.get("gt_sha256") != self.case.get("gt_sha256"):
             raise CaseChangedError(
                 f"{where} was made for a ground truth with SHA-256 {str(case.get('gt_sha256'))[:12]}... "
@@ -582,7 +607,7 @@ class ReviewStore:
             raise ReviewLockedError(f"the review {self.path.name} is open read-only")
         if self._token is None:
             raise ReviewLockedError(f"the review {self.path.name} is closed")
-        if _read_lock(self.lock_path).get("token") != self._token:
+        if not holds(self.lock_path, self._token):
             raise ReviewLockedError(f"the lock of {self.path.name} was taken over by another process; "
                                     "this viewer no longer writes the review")
 

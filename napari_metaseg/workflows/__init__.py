@@ -18,6 +18,8 @@ save / load a model    :func:`save_model`, :func:`load_model`      every panel, 
 rank cases             :func:`rank` (:func:`rank_task`)            active-learning panel, ``rank``
 find label errors      :func:`find_in_case`, :func:`label_errors`  review panel, ``label-errors``
 report                 :func:`report`                              ``report``
+OoD regions            :func:`find_ood`; over files :func:`ood_cases`  OoD panel, ``ood``
+train a region model   :func:`train_regions`                       ``train`` on region tables
 =====================  ==========================================  ==============================
 
 ``docs/maintainers.md`` explains the layers and how to add a job.
@@ -49,6 +51,7 @@ from .models import (
     save_model,
     train,
 )
+from .ood import OodResult, OodRun, find_ood, ood_cases, ood_task, train_regions
 from .rank import RankResult, rank, rank_task
 from .report import report
 
@@ -56,6 +59,8 @@ __all__ = [
     "Analysis",
     "LabelErrorsResult",
     "MetaModels",
+    "OodResult",
+    "OodRun",
     "RankResult",
     "RunSummary",
     "TrainResult",
@@ -67,12 +72,15 @@ __all__ = [
     "dataset_path",
     "drain",
     "find_in_case",
+    "find_ood",
     "label_errors",
     "label_errors_task",
     "load_model",
     "measure_cases",
     "measure_file",
     "metrics_task",
+    "ood_cases",
+    "ood_task",
     "over_cases",
     "predict_cases",
     "predict_task",
@@ -84,5 +92,6 @@ __all__ = [
     "resolve_split",
     "save_model",
     "train",
+    "train_regions",
     "warm_up",
 ]

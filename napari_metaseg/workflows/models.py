@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.progress import rescaled
-from ..names import MODES, PREDICTION_COLUMNS, SPLITS
+from ..names import DISPLAY_COLUMNS, MODES, PREDICTION_COLUMNS, SPLITS
 from .cases import case_settings, measure_file
 
 __all__ = [
@@ -51,7 +51,9 @@ class MetaModels:
     ``segmentation`` is how the training tables' segments were made (``mode``,
     ``slice_axis``, ``ignore_index``; None when unknown); ``dataset`` the training data (a
     ``MetaDataset``, None when not known); ``path`` the model file it was loaded from or
-    saved to; ``note`` what happened to the training data on load.
+    saved to; ``note`` what happened to the training data on load; ``ood`` (None for segment
+    models) marks an OoD region model and how its regions were made (``threshold``,
+    ``measure``, ``exclude_classes``; see :mod:`napari_metaseg.workflows.ood`).
     """
 
     classifier: object = None
@@ -61,6 +63,7 @@ class MetaModels:
     segmentation: dict | None = None
     path: str | None = None
     note: str = ""
+    ood: dict | None = None
 
     @property
     def has_models(self) -> bool:
@@ -98,8 +101,18 @@ def dataset_path(model_path) -> Path:
 
 
 def clean_table(table: pd.DataFrame) -> pd.DataFrame:
-    """A metrics table without earlier predictions (they are not metrics)."""
-    return table.drop(columns=[c for c in PREDICTION_COLUMNS if c in table.columns])
+    """A metrics table as the engine makes it: without earlier predictions (they are not
+    metrics) or display columns (``class_name``), in the engine's column order (a segments
+    layer shows the reviewer's columns first)."""
+    from ..core.heatmaps import MEASURES, SAMPLE_MEASURES
+    from ..core.metrics import metric_columns
+
+    table = table.drop(columns=[c for c in (*PREDICTION_COLUMNS, *DISPLAY_COLUMNS) if c in table.columns])
+    n_classes = sum(1 for c in table.columns if str(c).startswith("cprob") and str(c)[5:].isdigit())
+    measures = tuple(m for m in (*MEASURES, *SAMPLE_MEASURES) if m in table.columns)
+    order = ["case", "index", "slice", *metric_columns(measures, n_classes), "iou", "iou_adj"]
+    known = [c for c in order if c in table.columns]
+    return table[known + [c for c in table.columns if c not in known]]
 
 
 # ============================================================================================
@@ -491,24 +504,26 @@ def save_model(path, models: MetaModels) -> Path:
         training_data = {"file": ds_file.name, "sha256": _sha256(ds_file), "cases": list(map(str, ds.cases)),
                          "n_segments": len(ds.table), "min_interior": int(ds.min_interior)}
     path = save_models(path, models.classifier, models.regressor, evaluation=models.evaluation,
-                       segmentation=models.segmentation, training_data=training_data)
+                       segmentation=models.segmentation, training_data=training_data, ood=models.ood)
     models.path = str(path)
     return path
 
 
-def load_model(path, *, table: pd.DataFrame | None = None) -> MetaModels:
+def load_model(path, *, table: pd.DataFrame | None = None, table_kind: str | None = "segments") -> MetaModels:
     """Read a model file and the training dataset beside it (when present and unchanged).
 
-    ``table``: a metrics table the models are meant for (its columns are checked). A dataset
+    ``table``: a metrics table the models are meant for (its columns are checked);
+    ``table_kind``: ``"segments"`` refuses an OoD region model, ``"ood_regions"`` a segment
+    model, None takes either (see :func:`~napari_metaseg.core.meta_io.load_models`). A dataset
     that is missing, changed since the model was saved or unreadable is left out and said in
     ``note`` (a refit then uses the new cases only). Raises like
     :func:`~napari_metaseg.core.meta_io.load_models`.
     """
     from ..core.meta_io import load_models
 
-    clf, reg, info = load_models(path, table=table)
+    clf, reg, info = load_models(path, table=table, table_kind=table_kind)
     models = MetaModels(clf, reg, evaluation=info.get("evaluation"), segmentation=info.get("segmentation"),
-                        path=str(path))
+                        path=str(path), ood=info.get("ood"))
     return _attach_training_data(models, info.get("training_data"))
 
 

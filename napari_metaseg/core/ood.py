@@ -1,0 +1,803 @@
+"""Out-of-distribution (OoD) regions: dispersion candidates, region features and their evaluation.
+
+The post-processing of meta-ood (Chan, Rottmann, Gottschalk, ICCV 2021) on a softmax alone:
+threshold a dispersion heatmap (by default the normalised entropy E), take the connected regions
+above the threshold as OoD candidates (8-connectivity in 2D and within slices, 26 in 3D), and
+describe every region by the MetaSeg-style features a meta classifier can use to discard the
+false alarms: sizes of the region, its interior and boundary, mean and variance of E, D (margin)
+and V (variation ratio) over the three, the mean class probabilities and the shares of the
+predicted classes.
+
+A region is a true positive (``hit`` = 1) when it touches an annotated OoD voxel (meta-ood
+eq. 6). Evaluation: pixel level AUROC, AUPRC and FPR at 95 % TPR of each heatmap; object level
+per threshold the annotated objects touched by a kept region (TP), those touched by none (FN),
+the kept regions touching no object (FP), F1 = 2 TP / (2 TP + FP + FN), and the in-distribution
+miss rate (the share of in-distribution voxels inside kept regions: voxels whose prediction is
+withdrawn as "unknown"), once keeping every candidate and once keeping those the meta classifier
+rates as true positives.
+
+Labelling reuses the run-based union-find of :mod:`napari_metaseg.core.segments` on the
+candidate mask (only the components of candidate voxels get ids); the features are gathered in
+one pass over the region map that skips every voxel outside a region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+from .heatmaps import MEASURES, _maps_kernel
+from .inputs import _canonical, readonly
+from .segments import (
+    _label_canonical,
+    _paint_runs,
+    _paint_runs_strided,
+    _resolve_mode,
+    _to_slices_first,
+)
+
+__all__ = [
+    "OodCase",
+    "OodEvaluation",
+    "evaluate_ood",
+    "evaluation_from_parts",
+    "object_counts",
+    "ood_objects",
+    "ood_region_columns",
+    "ood_regions",
+    "pixel_scores",
+    "region_hits",
+    "summarise_counts",
+]
+
+#: Accumulator layout of :func:`_region_sums`: size, interior size, then per measure (sum,
+#: sum of squares, interior sum, interior sum of squares), then class-probability sums, then
+#: predicted-class counts.
+_COL_S = 0
+_COL_SIN = 1
+_COL_M0 = 2
+_PER_MEASURE = 4
+
+
+# ============================================================================================
+# Kernels
+# ============================================================================================
+@njit(cache=True, nogil=True)
+def _region_sums(pf, pred, e, d, v, reg, d0, d1, d2, u0, u1, u2, nreg, q):
+    """Per-region sums in one pass over the region map (row 0 unused).
+
+    A voxel is interior when every neighbour inside the image (along the axes flagged in
+    ``u0, u1, u2``: not the slice axis) belongs to its region; neighbours outside the image are
+    ignored, as for segments. Sums are float64, added in C order: the result does not depend on
+    threads or builds.
+    """
+    off_c = _COL_M0 + 3 * _PER_MEASURE
+    ncols = off_c + 2 * q
+    acc = np.zeros((nreg + 1, ncols))
+    lo0 = -1 if u0 else 0
+    hi0 = 2 if u0 else 1
+    lo1 = -1 if u1 else 0
+    hi1 = 2 if u1 else 1
+    lo2 = -1 if u2 else 0
+    hi2 = 2 if u2 else 1
+    for a in range(d0):
+        for b in range(d1):
+            base = (a * d1 + b) * d2
+            for c in range(d2):
+                i = base + c
+                r = reg[i]
+                if r == 0:
+                    continue
+                inside = True
+                for da in range(lo0, hi0):
+                    aa = a + da
+                    if aa < 0 or aa >= d0:
+                        continue
+                    for db in range(lo1, hi1):
+                        bb = b + db
+                        if bb < 0 or bb >= d1:
+                            continue
+                        nb = (aa * d1 + bb) * d2
+                        for dc in range(lo2, hi2):
+                            cc = c + dc
+                            if cc < 0 or cc >= d2:
+                                continue
+                            if reg[nb + cc] != r:
+                                inside = False
+                row = acc[r]
+                fin = 1.0 if inside else 0.0
+                row[_COL_S] += 1.0
+                row[_COL_SIN] += fin
+                x = np.float64(e[i])
+                row[_COL_M0] += x
+                row[_COL_M0 + 1] += x * x
+                row[_COL_M0 + 2] += fin * x
+                row[_COL_M0 + 3] += fin * x * x
+                x = np.float64(d[i])
+                row[_COL_M0 + 4] += x
+                row[_COL_M0 + 5] += x * x
+                row[_COL_M0 + 6] += fin * x
+                row[_COL_M0 + 7] += fin * x * x
+                x = np.float64(v[i])
+                row[_COL_M0 + 8] += x
+                row[_COL_M0 + 9] += x * x
+                row[_COL_M0 + 10] += fin * x
+                row[_COL_M0 + 11] += fin * x * x
+                pbase = i * q
+                for k in range(q):
+                    row[off_c + k] += np.float64(pf[pbase + k])
+                row[off_c + q + pred[i]] += 1.0
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _pair_hits(reg, lab, nreg, nlab):
+    """Distinct (region, object) pairs that share a voxel, as a boolean (nreg + 1, nlab + 1)
+    table would be too large: returns the pairs' region ids and object ids (unsorted)."""
+    regs = np.empty(1024, np.int64)
+    objs = np.empty(1024, np.int64)
+    n = 0
+    last_r = -1
+    last_o = -1
+    for i in range(reg.size):
+        r = reg[i]
+        o = lab[i]
+        if r == 0 or o == 0 or (r == last_r and o == last_o):
+            continue
+        last_r = r
+        last_o = o
+        if n == regs.size:
+            regs = np.concatenate((regs, np.empty(regs.size, np.int64)))
+            objs = np.concatenate((objs, np.empty(objs.size, np.int64)))
+        regs[n] = r
+        objs[n] = o
+        n += 1
+    return regs[:n], objs[:n]
+
+
+# ============================================================================================
+# Regions
+# ============================================================================================
+def _label_candidates(cand, mode, sax):
+    """Connected components of the True voxels of ``cand`` (bool, 2D/3D) in ``mode``.
+
+    Returns ``(region_ids int32 of cand's shape, n, plane of each region or None)``; ids are
+    consecutive in the order of each region's first voxel (slice by slice in slices mode).
+    """
+    u8 = cand.view(np.uint8)
+    shape = cand.shape
+    if mode == "2d":
+        v3, connect, moved = np.ascontiguousarray(u8)[None], False, None
+    elif mode == "3d":
+        v3, connect, moved = np.ascontiguousarray(u8), True, None
+    else:
+        strides = (shape[1] * shape[2], shape[2], 1)
+        moved = (strides[sax], *(st for i, st in enumerate(strides) if i != sax))
+        v3, connect = _to_slices_first(u8, sax), False
+    _, _, cls, plane, runs = _label_canonical(v3, connect, None, paint=False)
+    ptr, start, stop, lab, _ = runs
+    is_region = cls == 1
+    is_region[0] = False
+    new_id = np.cumsum(is_region, dtype=np.int64).astype(np.int32)
+    n = int(new_id[-1])
+    new_id[~is_region] = 0
+    lab_new = new_id[lab]
+    out = np.empty(cand.size, np.int32)
+    d0, d1, d2 = v3.shape
+    if moved is None:
+        _paint_runs(d0 * d1, d2, ptr, start, stop, lab_new, out)
+    else:
+        _paint_runs_strided(d0, d1, d2, ptr, start, stop, lab_new, out, *moved)
+    planes = plane[is_region].astype(np.int64) if mode == "slices" else None
+    return out.reshape(shape), n, planes
+
+
+def ood_region_columns(n_classes, *, slices=False):
+    """Column names of a region table, in order (without ``hit`` / ``p_hit``).
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of classes (``cprob*`` and ``share*`` columns).
+    slices : bool
+        Whether the table has a ``slice`` column (slices mode).
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> ood_region_columns(2)[:8]
+    ['index', 'S', 'S_in', 'S_bd', 'S_rel', 'S_rel_in', 'E', 'E_in']
+    """
+    cols = ["index"] + (["slice"] if slices else []) + ["S", "S_in", "S_bd", "S_rel", "S_rel_in"]
+    for m in MEASURES:
+        cols += [m, f"{m}_in", f"{m}_bd", f"{m}_var", f"{m}_in_var", f"{m}_bd_var", f"{m}_rel",
+                 f"{m}_rel_in"]
+    cols += [f"cprob{c}" for c in range(n_classes)] + [f"share{c}" for c in range(n_classes)]
+    return cols
+
+
+def _mean_var(total, total_sq, count):
+    """Mean and variance (population, clipped at 0) of sums over ``count`` values; 0 where empty."""
+    safe = np.where(count > 0, count, 1.0)
+    mean = np.where(count > 0, total / safe, 0.0)
+    var = np.where(count > 0, np.clip(total_sq / safe - mean * mean, 0.0, None), 0.0)
+    return mean, var
+
+
+def _region_table(acc, planes, q):
+    acc = acc[1:]
+    n = acc.shape[0]
+    size = acc[:, _COL_S]
+    size_in = acc[:, _COL_SIN]
+    size_bd = size - size_in
+    denom_bd = np.where(size_bd > 0, size_bd, 1.0)
+    s_rel = size / denom_bd
+    s_rel_in = size_in / denom_bd
+    cols = {"index": np.arange(1, n + 1, dtype=np.int64)}
+    if planes is not None:
+        cols["slice"] = planes
+    cols["S"] = size.astype(np.int64)
+    cols["S_in"] = size_in.astype(np.int64)
+    cols["S_bd"] = size_bd.astype(np.int64)
+    cols["S_rel"] = s_rel
+    cols["S_rel_in"] = s_rel_in
+    for k, m in enumerate(MEASURES):
+        o = _COL_M0 + _PER_MEASURE * k
+        tot, tot_sq, tin, tin_sq = (acc[:, o + j] for j in range(_PER_MEASURE))
+        mean, var = _mean_var(tot, tot_sq, size)
+        mean_in, var_in = _mean_var(tin, tin_sq, size_in)
+        mean_bd, var_bd = _mean_var(tot - tin, tot_sq - tin_sq, size_bd)
+        cols[m] = mean
+        cols[f"{m}_in"] = mean_in
+        cols[f"{m}_bd"] = np.clip(mean_bd, 0.0, None)
+        cols[f"{m}_var"] = var
+        cols[f"{m}_in_var"] = var_in
+        cols[f"{m}_bd_var"] = var_bd
+        cols[f"{m}_rel"] = mean * s_rel
+        cols[f"{m}_rel_in"] = mean_in * s_rel_in
+    off = _COL_M0 + _PER_MEASURE * len(MEASURES)
+    safe = np.where(size > 0, size, 1.0)
+    for c in range(q):
+        cols[f"cprob{c}"] = acc[:, off + c] / safe
+    for c in range(q):
+        cols[f"share{c}"] = acc[:, off + q + c] / safe
+    return pd.DataFrame(cols)
+
+
+def _check_threshold(threshold):
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    return float(threshold)
+
+
+def _check_mask(mask, spatial, name="mask"):
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != tuple(spatial):
+        raise ValueError(f"{name} has shape {mask.shape}; expected the spatial shape {tuple(spatial)}")
+    if mask.dtype != np.bool_:
+        if mask.dtype.kind not in "iu":
+            raise TypeError(f"{name} has dtype {mask.dtype}; expected bool (or integers, nonzero = True)")
+        mask = mask != 0
+    return mask
+
+
+def _check_maps(maps, spatial):
+    if not isinstance(maps, Mapping) or any(m not in maps for m in MEASURES):
+        raise ValueError(f"maps must be a dict holding {MEASURES} (from dispersion_maps of the same "
+                         "probabilities)")
+    out = {}
+    for m in MEASURES:
+        a = np.asarray(maps[m])
+        if a.shape != tuple(spatial):
+            raise ValueError(f"maps[{m!r}] has shape {a.shape}; the probabilities have spatial shape "
+                             f"{tuple(spatial)}")
+        out[m] = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    return out
+
+
+def ood_regions(probs, *, threshold=0.5, measure="E", mode="auto", slice_axis=-1, mask=None,
+                class_axis=-1, maps=None):
+    """OoD candidate regions of a softmax and their meta-ood features.
+
+    Candidates are the voxels where the heatmap ``measure`` is at least ``threshold`` (and
+    ``mask`` is True); regions are their connected components.
+
+    Parameters
+    ----------
+    probs : array_like
+        Softmax output: 2D or 3D spatial axes plus a class axis (validated and normalised as by
+        :func:`~napari_metaseg.core.as_probabilities`).
+    threshold : float, default 0.5
+        Candidates: ``heatmap >= threshold``.
+    measure : {"E", "D", "V"}, default "E"
+        The heatmap thresholded: normalised entropy, probability margin or variation ratio.
+    mode : {"auto", "2d", "3d", "slices"}, default "auto"
+        Connectivity: 8 in 2D, 26 in 3D, 8 in-plane in slices mode (``auto``: 2d/3d by dimension).
+    slice_axis : int, default -1
+        Slice axis in slices mode.
+    mask : array_like of bool, optional
+        Where candidates may lie (spatial shape); default everywhere.
+    class_axis : int, default -1
+        Class axis of ``probs``.
+    maps : dict, optional
+        ``dispersion_maps(probs)`` computed already (E, D and V): reused, not recomputed (for
+        several thresholds on one case).
+
+    Returns
+    -------
+    region_ids : numpy.ndarray of int32
+        Region ids ``1..n`` (0 outside every region), spatial shape; ids follow the C-order
+        position of each region's first voxel (slice by slice in slices mode).
+    table : pandas.DataFrame
+        One row per region, ordered by ``index``: ``index``, ``slice`` (slices mode), ``S``,
+        ``S_in``, ``S_bd``, ``S_rel`` = S / S_bd, ``S_rel_in`` = S_in / S_bd; per measure ``H``
+        in E, D, V: the means ``H``, ``H_in``, ``H_bd`` and variances ``H_var``, ``H_in_var``,
+        ``H_bd_var`` over region, interior and boundary (0 where empty), ``H_rel``,
+        ``H_rel_in``; the mean class probabilities ``cprob0 ..`` and the shares of voxels
+        predicted as each class ``share0 ..``.
+
+    Raises
+    ------
+    ValueError
+        Invalid probabilities, unknown measure or mode, a mask or maps of another shape.
+    TypeError
+        A threshold that is not a number, a mask that is not boolean or integer.
+
+    Example
+    -------
+    >>> p = np.zeros((4, 5, 2), np.float32); p[..., 0] = 1.0
+    >>> p[1:3, 1:3] = 0.5                      # a 2 x 2 block of maximal entropy
+    >>> ids, table = ood_regions(p, threshold=0.5)
+    >>> table[["index", "S", "S_in", "E"]].to_numpy().tolist()
+    [[1.0, 4.0, 0.0, 1.0]]
+    """
+    threshold = _check_threshold(threshold)
+    if measure not in MEASURES:
+        raise ValueError(f"measure={measure!r}; expected one of {MEASURES}")
+    a, pred = _canonical(probs, class_axis=class_axis, sample_axis=None, scale=None, name="probs")
+    spatial = a.shape[:-1]
+    q = a.shape[-1]
+    mode, sax = _resolve_mode(mode, len(spatial), slice_axis)
+    mask = _check_mask(mask, spatial)
+    flat = a.reshape(-1, q)
+    if maps is None:
+        n = flat.shape[0]
+        e, d, v = (np.empty(n, np.float32) for _ in range(3))
+        _maps_kernel(readonly(flat), True, e, d, v)
+        flat_maps = {"E": e, "D": d, "V": v}
+    else:
+        flat_maps = _check_maps(maps, spatial)
+    cand = flat_maps[measure].reshape(spatial) >= np.float32(threshold)
+    if mask is not None:
+        cand &= mask
+    region_ids, n, planes = _label_candidates(cand, mode, sax)
+    dims = (1, *spatial) if len(spatial) == 2 else tuple(spatial)
+    use = [s > 1 for s in dims]
+    if len(spatial) == 2:
+        use[0] = False
+    elif sax is not None:
+        use[sax] = False
+    acc = _region_sums(readonly(flat.reshape(-1)), readonly(pred), readonly(flat_maps["E"]),
+                       readonly(flat_maps["D"]), readonly(flat_maps["V"]),
+                       readonly(region_ids.reshape(-1)), *dims, *use, n, q)
+    return region_ids, _region_table(acc, planes, q)
+
+
+# ============================================================================================
+# Ground truth: hits and objects
+# ============================================================================================
+def _check_ids(region_ids, name="region_ids"):
+    region_ids = np.asarray(region_ids)
+    if region_ids.dtype.kind not in "iu":
+        raise TypeError(f"{name} has dtype {region_ids.dtype}; expected integer ids")
+    if region_ids.ndim not in (2, 3):
+        raise ValueError(f"{name} has {region_ids.ndim} dimensions; expected a 2D or 3D map")
+    if region_ids.size and region_ids.min() < 0:
+        raise ValueError(f"{name} holds negative ids")
+    return region_ids
+
+
+def region_hits(region_ids, ood_mask, *, n_regions=None):
+    """Whether each region touches an annotated OoD voxel (1, a true positive) or not (0).
+
+    Parameters
+    ----------
+    region_ids : array_like of int
+        Region map of :func:`ood_regions` (0 outside regions).
+    ood_mask : array_like of bool
+        Annotated OoD voxels (nonzero = OoD), same shape.
+    n_regions : int, optional
+        Number of regions (default: the largest id).
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        ``hit`` of regions ``1..n`` (entry ``k - 1`` for region ``k``).
+
+    Raises
+    ------
+    ValueError
+        Maps of different shapes, negative ids.
+    TypeError
+        A region map that is not integer.
+
+    Example
+    -------
+    >>> region_hits(np.array([[1, 0, 2], [1, 0, 2]]), np.array([[0, 0, 1], [0, 1, 0]])).tolist()
+    [0, 1]
+    """
+    region_ids = _check_ids(region_ids)
+    ood_mask = _check_mask(ood_mask, region_ids.shape, "ood_mask")
+    n = int(region_ids.max()) if n_regions is None and region_ids.size else int(n_regions or 0)
+    counts = np.bincount(region_ids[ood_mask].ravel(), minlength=n + 1)
+    return (counts[1 : n + 1] > 0).astype(np.int64)
+
+
+def ood_objects(ood, *, mode="auto", slice_axis=-1):
+    """Annotated OoD objects: instance ids, or connected components of a mask.
+
+    Parameters
+    ----------
+    ood : array_like of bool or int
+        A boolean (or 0/1) mask: its connected components in ``mode`` are the objects (in
+        slices mode each slice's components separately). An integer map with ids above 1: the
+        ids are the objects as given.
+    mode, slice_axis
+        As for :func:`ood_regions`.
+
+    Returns
+    -------
+    objects : numpy.ndarray of int32
+        Object ids ``1..n`` (0 elsewhere), consecutive.
+    n : int
+
+    Example
+    -------
+    >>> ood_objects(np.array([[1, 0, 1], [1, 0, 0]], bool))[1]
+    2
+    """
+    ood = np.asarray(ood)
+    if ood.ndim not in (2, 3):
+        raise ValueError(f"ood has {ood.ndim} dimensions; expected a 2D or 3D map")
+    if ood.dtype != np.bool_ and ood.dtype.kind not in "iu":
+        raise TypeError(f"ood has dtype {ood.dtype}; expected bool or integer ids")
+    mode, sax = _resolve_mode(mode, ood.ndim, slice_axis)
+    if ood.dtype != np.bool_ and ood.size and ood.max() > 1:
+        if ood.min() < 0:
+            raise ValueError("ood holds negative ids")
+        ids, inverse = np.unique(ood, return_inverse=True)
+        if ids[0] != 0:
+            inverse = inverse + 1
+        objects = inverse.reshape(ood.shape).astype(np.int32)
+        return objects, int(objects.max())
+    objects, n, _ = _label_candidates(np.ascontiguousarray(ood != 0), mode, sax)
+    return objects, n
+
+
+def object_counts(region_ids, objects, *, keep=None, mask=None):
+    """Object-level counts of one case for one selection of regions.
+
+    Parameters
+    ----------
+    region_ids : array_like of int
+        Region map (0 outside regions).
+    objects : array_like of int
+        Annotated OoD objects (:func:`ood_objects`), same shape; 0 = in distribution.
+    keep : array_like of bool, optional
+        Which regions ``1..n`` are kept (default all).
+    mask : array_like of bool, optional
+        Where in-distribution voxels count for the miss rate (default everywhere).
+
+    Returns
+    -------
+    dict
+        ``n_regions``, ``kept``, ``tp`` (objects touched by a kept region), ``fn`` (objects
+        touched by none), ``fp`` (kept regions touching no object), ``n_objects``,
+        ``id_voxels`` (in-distribution voxels in the mask), ``id_flagged`` (of those, inside
+        kept regions). Counts add up over cases (:func:`summarise_counts` turns sums into F1
+        and the miss rate).
+
+    Example
+    -------
+    >>> reg = np.array([[1, 0, 2], [1, 0, 0]]); obj = np.array([[0, 0, 1], [0, 0, 0]])
+    >>> c = object_counts(reg, obj)
+    >>> c["tp"], c["fp"], c["fn"], c["id_flagged"]
+    (1, 1, 0, 2)
+    """
+    region_ids = _check_ids(region_ids)
+    objects = _check_ids(objects, "objects")
+    if objects.shape != region_ids.shape:
+        raise ValueError(f"objects have shape {objects.shape}, region_ids {region_ids.shape}")
+    mask = _check_mask(mask, region_ids.shape)
+    n = int(region_ids.max()) if region_ids.size else 0
+    n_obj = int(objects.max()) if objects.size else 0
+    kept = np.ones(n + 1, bool) if keep is None else np.concatenate([[False], np.asarray(keep, bool)])
+    if kept.shape[0] != n + 1:
+        raise ValueError(f"keep has {kept.shape[0] - 1} entries for {n} regions")
+    kept[0] = False
+    regs, objs = _pair_hits(readonly(np.ascontiguousarray(region_ids).reshape(-1)),
+                            readonly(np.ascontiguousarray(objects).reshape(-1)), n, n_obj)
+    sel = kept[regs]
+    touched = np.zeros(n_obj + 1, bool)
+    touched[objs[sel]] = True
+    tp = int(touched[1:].sum())
+    hit_region = np.zeros(n + 1, bool)
+    hit_region[regs] = True
+    fp = int((kept & ~hit_region).sum())
+    in_dist = objects == 0
+    if mask is not None:
+        in_dist &= mask
+    flagged = in_dist & kept[region_ids]
+    return {"n_regions": n, "kept": int(kept.sum()), "tp": tp, "fn": n_obj - tp, "fp": fp,
+            "n_objects": n_obj, "id_voxels": int(in_dist.sum()), "id_flagged": int(flagged.sum())}
+
+
+def summarise_counts(counts):
+    """F1 and in-distribution miss rate from (summed) :func:`object_counts`.
+
+    Returns the counts with ``f1`` = 2 TP / (2 TP + FP + FN) (NaN when there is nothing to count)
+    and ``id_miss_rate`` = ``id_flagged / id_voxels``.
+
+    Example
+    -------
+    >>> summarise_counts({"tp": 1, "fp": 1, "fn": 0, "id_voxels": 4, "id_flagged": 1})["f1"]
+    0.6666666666666666
+    """
+    out = dict(counts)
+    den = 2 * out["tp"] + out["fp"] + out["fn"]
+    out["f1"] = 2 * out["tp"] / den if den else float("nan")
+    out["id_miss_rate"] = out["id_flagged"] / out["id_voxels"] if out["id_voxels"] else float("nan")
+    return out
+
+
+# ============================================================================================
+# Pixel level
+# ============================================================================================
+def _curve(score, label):
+    """Points of the ROC / precision-recall curves at every distinct score, highest first:
+    ``(tps, fps)`` cumulative counts."""
+    order = np.argsort(-score, kind="stable")
+    s = score[order]
+    y = label[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tps = np.cumsum(y, dtype=np.int64)[last]
+    fps = last + 1 - tps
+    return tps, fps
+
+
+def _scores_of(score, label):
+    tps, fps = _curve(score, label)
+    p, n = int(tps[-1]), int(fps[-1])
+    if p == 0 or n == 0:
+        return float("nan"), float("nan"), float("nan")
+    tpr = np.r_[0.0, tps / p]
+    fpr = np.r_[0.0, fps / n]
+    auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    precision = tps / (tps + fps)
+    auprc = float(np.sum(np.diff(tpr) * precision))
+    fpr95 = float(fpr[np.argmax(tpr >= 0.95)])
+    return auroc, auprc, fpr95
+
+
+def pixel_scores(scores, ood, *, mask=None):
+    """Pixel-level AUROC, AUPRC and FPR at 95 % TPR of each heatmap for OoD vs in-distribution.
+
+    Higher heatmap values rank a voxel as more likely OoD. AUROC is the trapezoidal area under
+    the ROC curve over every distinct score, AUPRC the average precision (sum over distinct
+    scores of the recall increase times the precision), FPR95 the false positive rate at the
+    highest threshold whose TPR reaches 95 %: the definitions of scikit-learn's
+    ``roc_auc_score``, ``average_precision_score`` and ``roc_curve``.
+
+    Parameters
+    ----------
+    scores : dict of str to array_like
+        Heatmaps (same shape as ``ood``), or 1-D arrays of values already restricted.
+    ood : array_like of bool
+        Annotated OoD voxels (nonzero = OoD).
+    mask : array_like of bool, optional
+        Voxels evaluated (default all).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per heatmap: ``measure``, ``auroc``, ``auprc``, ``fpr95``, ``n_ood``, ``n_in``
+        (NaN scores when one side is empty).
+
+    Example
+    -------
+    >>> pixel_scores({"E": np.array([0.9, 0.2, 0.4, 0.1])}, np.array([1, 0, 1, 0]))["auroc"].item()
+    1.0
+    """
+    ood = np.asarray(ood)
+    label = (ood != 0).reshape(-1)
+    keep = None
+    if mask is not None:
+        keep = _check_mask(mask, ood.shape).reshape(-1)
+        label = label[keep]
+    rows = []
+    for name, s in scores.items():
+        s = np.asarray(s)
+        if s.shape != ood.shape:
+            raise ValueError(f"heatmap {name!r} has shape {s.shape}, ood {ood.shape}")
+        s = s.reshape(-1)
+        if keep is not None:
+            s = s[keep]
+        if s.dtype.kind not in "fiu":
+            raise TypeError(f"heatmap {name!r} has dtype {s.dtype}; expected numbers")
+        if not np.isfinite(s).all():
+            raise ValueError(f"heatmap {name!r} holds NaN or inf")
+        auroc, auprc, fpr95 = _scores_of(s, label)
+        rows.append({"measure": name, "auroc": auroc, "auprc": auprc, "fpr95": fpr95,
+                     "n_ood": int(label.sum()), "n_in": int(label.size - label.sum())})
+    return pd.DataFrame(rows, columns=["measure", "auroc", "auprc", "fpr95", "n_ood", "n_in"])
+
+
+# ============================================================================================
+# Evaluation over cases and thresholds
+# ============================================================================================
+@dataclass
+class OodCase:
+    """What :func:`evaluate_ood` needs of one case.
+
+    ``heatmaps``: name -> heatmap (pixel level; may be empty); ``ood``: annotated OoD voxels
+    (bool) or instance ids; ``regions``: threshold -> ``(region_ids, p_hit)`` with ``p_hit``
+    the meta classifier's probability per region (None: no classifier); ``mask``: where
+    candidates were looked for and voxels are evaluated (None: everywhere).
+    """
+
+    heatmaps: dict
+    ood: np.ndarray
+    regions: dict = field(default_factory=dict)
+    mask: np.ndarray | None = None
+
+
+@dataclass
+class OodEvaluation:
+    """Result of :func:`evaluate_ood`.
+
+    ``pixel``: one row per heatmap (``measure``, ``auroc``, ``auprc``, ``fpr95``, ``n_ood``,
+    ``n_in``); ``objects``: one row per threshold and selection (``keep`` = ``all``: every
+    candidate, ``meta``: those with ``p_hit >= p_threshold``) with ``n_regions``, ``kept``,
+    ``tp``, ``fp``, ``fn``, ``n_objects``, ``f1``, ``id_miss_rate`` (counts summed over cases).
+    """
+
+    pixel: pd.DataFrame
+    objects: pd.DataFrame
+    n_cases: int = 0
+    p_threshold: float = 0.5
+
+    def to_markdown(self) -> str:
+        """Both tables as Markdown (pixel level, then object level per threshold)."""
+        lines = ["| heatmap | AUROC | AUPRC | FPR95 | OoD voxels | in-distribution voxels |",
+                 "|---|---|---|---|---|---|"]
+        for r in self.pixel.itertuples():
+            lines.append(f"| {r.measure} | {r.auroc:.3f} | {r.auprc:.3f} | {r.fpr95:.3f} | {r.n_ood} "
+                         f"| {r.n_in} |")
+        lines += ["", "| threshold | keep | candidates | kept | TP | FP | FN | F1 | ID miss rate |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in self.objects.itertuples():
+            lines.append(f"| {r.threshold:g} | {r.keep} | {r.n_regions} | {r.kept} | {r.tp} | {r.fp} "
+                         f"| {r.fn} | {r.f1:.3f} | {r.id_miss_rate:.4f} |")
+        return "\n".join(lines)
+
+
+_OBJECT_COLUMNS = ["threshold", "keep", "n_regions", "kept", "tp", "fp", "fn", "n_objects", "f1",
+                   "id_miss_rate", "id_voxels", "id_flagged"]
+
+
+def evaluation_from_parts(pixels, counts, *, n_cases=0, p_threshold=0.5):
+    """An :class:`OodEvaluation` from pooled pixel values and summed object counts.
+
+    For runs where each case is evaluated on its own (a worker per case) and the parts are
+    gathered afterwards; :func:`evaluate_ood` is built on it.
+
+    Parameters
+    ----------
+    pixels : (numpy.ndarray of bool, dict of str to numpy.ndarray) or None
+        The OoD flags of the evaluated voxels of all cases and, per heatmap, their values (1-D,
+        same order).
+    counts : dict
+        ``{(threshold, keep): counts}`` with ``keep`` in ``"all"``, ``"meta"`` and the
+        :func:`object_counts` of all cases added up.
+    n_cases : int
+    p_threshold : float
+
+    Returns
+    -------
+    OodEvaluation
+
+    Example
+    -------
+    >>> c = {"n_regions": 2, "kept": 2, "tp": 1, "fn": 0, "fp": 1, "n_objects": 1, "id_voxels": 4,
+    ...      "id_flagged": 1}
+    >>> evaluation_from_parts(None, {(0.5, "all"): c}).objects["f1"].round(3).tolist()
+    [0.667]
+    """
+    pixel = pd.DataFrame(columns=["measure", "auroc", "auprc", "fpr95", "n_ood", "n_in"])
+    if pixels is not None and pixels[1]:
+        pixel = pixel_scores(pixels[1], pixels[0])
+    order = {"all": 0, "meta": 1}
+    rows = [{"threshold": float(t), "keep": keep, **summarise_counts(c)}
+            for (t, keep), c in sorted(counts.items(), key=lambda kv: (kv[0][0], order[kv[0][1]]))]
+    table = pd.DataFrame(rows, columns=_OBJECT_COLUMNS) if rows else pd.DataFrame(columns=_OBJECT_COLUMNS)
+    return OodEvaluation(pixel=pixel, objects=table, n_cases=int(n_cases), p_threshold=float(p_threshold))
+
+
+def evaluate_ood(cases: Sequence[OodCase], *, p_threshold=0.5, mode="auto", slice_axis=-1):
+    """Pixel- and object-level OoD evaluation over cases (meta-ood's Table 2/3 figures).
+
+    Parameters
+    ----------
+    cases : sequence of OodCase
+        Heatmaps, annotations and candidate regions of each case. Pixel scores pool the voxels
+        of every case (inside each case's mask); object counts add up over cases.
+    p_threshold : float, default 0.5
+        A region is kept by the meta classifier when ``p_hit >= p_threshold``.
+    mode, slice_axis
+        How annotated objects are made from a boolean OoD mask (:func:`ood_objects`): the
+        regions' mode, so that in slices mode an object is a lesion's cross-section in a slice.
+
+    Returns
+    -------
+    OodEvaluation
+
+    Raises
+    ------
+    ValueError
+        Cases with different heatmaps or thresholds, maps of different shapes.
+
+    Example
+    -------
+    >>> reg = np.array([[1, 0, 2]]); ood = np.array([[0, 0, 1]], bool)
+    >>> case = OodCase({"E": np.array([[0.6, 0.1, 0.9]])}, ood, {0.5: (reg, np.array([0.2, 0.8]))})
+    >>> ev = evaluate_ood([case])
+    >>> ev.objects[["keep", "tp", "fp", "f1"]].to_numpy().tolist()
+    [['all', 1, 1, 0.6666666666666666], ['meta', 1, 0, 1.0]]
+    """
+    cases = list(cases)
+    if not cases:
+        raise ValueError("evaluate_ood needs at least one case")
+    names = list(cases[0].heatmaps)
+    thresholds = sorted(cases[0].regions)
+    for c in cases[1:]:
+        if list(c.heatmaps) != names:
+            raise ValueError(f"cases have different heatmaps ({names} vs {list(c.heatmaps)})")
+        if sorted(c.regions) != thresholds:
+            raise ValueError(f"cases have different thresholds ({thresholds} vs {sorted(c.regions)})")
+    pixels = None
+    if names:
+        labels, values = [], {n: [] for n in names}
+        for c in cases:
+            ood = np.asarray(c.ood)
+            keep = np.ones(ood.shape, bool) if c.mask is None else _check_mask(c.mask, ood.shape)
+            labels.append((ood != 0)[keep])
+            for n in names:
+                h = np.asarray(c.heatmaps[n])
+                if h.shape != ood.shape:
+                    raise ValueError(f"heatmap {n!r} has shape {h.shape}, ood {ood.shape}")
+                values[n].append(h[keep])
+        pixels = (np.concatenate(labels), {n: np.concatenate(v) for n, v in values.items()})
+    counts = {}
+    objects = [ood_objects(c.ood, mode=mode, slice_axis=slice_axis)[0] for c in cases]
+    for t in thresholds:
+        meta_known = all(c.regions[t][1] is not None for c in cases)
+        for keep_kind in ("all", "meta") if meta_known else ("all",):
+            total = None
+            for c, obj in zip(cases, objects, strict=True):
+                reg, p_hit = c.regions[t]
+                keep = None if keep_kind == "all" else np.asarray(p_hit, float) >= p_threshold
+                part = object_counts(reg, obj, keep=keep, mask=c.mask)
+                total = part if total is None else {k: total[k] + part[k] for k in total}
+            counts[float(t), keep_kind] = total
+    return evaluation_from_parts(pixels, counts, n_cases=len(cases), p_threshold=p_threshold)

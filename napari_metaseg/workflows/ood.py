@@ -1,0 +1,505 @@
+"""Out-of-distribution regions: find candidates in one case or a dataset, train their meta
+classifier, evaluate against OoD annotations.
+
+The engine is :mod:`napari_metaseg.core.ood`; here: settings, annotations on disk, files, the
+region meta classifier (the project's :class:`~napari_metaseg.core.meta_model.MetaClassifier`
+fitted on region tables with the target ``hit``), and the jobs the CLI (``napari-metaseg ood``,
+``train`` on region tables) and the OoD panel run.
+
+OoD annotations of a case file, first rule that applies:
+
+1. a file ``ood.<ext>`` in the case's folder (case folders), or ``<case>_ood.<ext>`` beside the
+   softmax: nonzero = OoD (distinct ids above 1 are distinct objects, else objects are the
+   connected components of the mask);
+2. the ground truth's voxels equal to ``ood_label`` (default 255: the developer data's lesion
+   label); a case with ground truth and no such voxel has no OoD object;
+3. none: the case is processed, not evaluated, and its regions carry no ``hit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.progress import drain
+from .cases import over_cases, with_case
+
+__all__ = [
+    "OOD_TABLE",
+    "OodResult",
+    "OodRun",
+    "annotation_file",
+    "find_ood",
+    "is_region_table",
+    "ood_cases",
+    "ood_settings",
+    "ood_task",
+    "read_annotation",
+    "region_classifier_ood",
+    "train_regions",
+]
+
+#: The combined region table of an ``ood`` run (``<out>/ood_regions.parquet``).
+OOD_TABLE = "ood_regions.parquet"
+#: Suffix of the per-case region tables (``<out>/cases/<case>_ood.parquet``).
+CASE_SUFFIX = "_ood.parquet"
+
+
+def ood_settings(*, threshold=0.5, measure="E", mode="auto", slice_axis=-1, exclude_classes=(),
+                 ood_label=255, class_axis=-1, p_keep=0.5, **extra) -> dict:
+    """How OoD candidates are made and judged (None values take the defaults).
+
+    ``threshold`` / ``measure``: candidates are ``heatmap >= threshold``; ``exclude_classes``:
+    predicted classes where no candidate may lie (e.g. ``(0,)``, the background outside the
+    brain); ``mode`` / ``slice_axis``: connectivity; ``ood_label``: the ground-truth label of OoD
+    voxels (None: annotations only from ``ood`` files); ``p_keep``: a region is kept when the
+    meta classifier's P(hit) is at least this. ``extra`` keys are kept (recorded with results).
+    """
+    from ..core.heatmaps import MEASURES
+    from ..names import MODES
+
+    threshold = 0.5 if threshold is None else float(threshold)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    measure = measure or "E"
+    if measure not in MEASURES:
+        raise ValueError(f"measure {measure!r}; expected one of {MEASURES}")
+    mode = mode or "auto"
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}; expected one of {MODES}")
+    p_keep = 0.5 if p_keep is None else float(p_keep)
+    if not 0.0 <= p_keep <= 1.0:
+        raise ValueError(f"p_keep must lie in [0, 1], got {p_keep}")
+    excl = sorted({int(c) for c in (exclude_classes or ())})
+    return {"threshold": threshold, "measure": measure, "mode": mode,
+            "slice_axis": -1 if slice_axis is None else int(slice_axis), "exclude_classes": excl,
+            "ood_label": None if ood_label is None else int(ood_label),
+            "class_axis": -1 if class_axis is None else int(class_axis), "p_keep": p_keep, **extra}
+
+
+def _ood_record(settings) -> dict:
+    """The ``ood`` record a region model file keeps (see ``core.meta_io``)."""
+    return {"threshold": float(settings["threshold"]), "measure": settings["measure"],
+            "exclude_classes": list(settings.get("exclude_classes") or [])}
+
+
+def _segmentation_record(settings, ndim=None) -> dict:
+    from .models import segmentation_of
+
+    return segmentation_of({"mode": settings.get("mode"), "slice_axis": settings.get("slice_axis"),
+                            "ignore_index": None}, ndim=ndim)
+
+
+def region_classifier_ood(models, settings: dict, *, explicit=()) -> dict:
+    """``settings`` with the region model's threshold, measure and excluded classes.
+
+    Settings named in ``explicit`` (those the user set) must agree with the model's: a model
+    fitted on regions made at one threshold rates regions made otherwise on features it never
+    saw. Raises ValueError naming the difference and the fix.
+    """
+    rec = getattr(models, "ood", None) or {}
+    out = dict(settings)
+    for key in ("threshold", "measure", "exclude_classes"):
+        if key not in rec:
+            continue
+        want = rec[key]
+        have = settings.get(key)
+        if key in explicit and have is not None and (
+                (key == "threshold" and not np.isclose(float(have), float(want)))
+                or (key != "threshold" and (sorted(have) if key == "exclude_classes" else have) != want)):
+            raise ValueError(f"the model was trained on regions made with {key} = {want}; {key} = {have} "
+                             f"would give it regions of another kind (leave it out to use the model's)")
+        out[key] = want
+    return out
+
+
+# ============================================================================================
+# One case in memory
+# ============================================================================================
+@dataclass
+class OodResult:
+    """Result of :func:`find_ood`: heatmaps ``{E, D, V}``, the region map, the region table
+    (with ``hit`` when annotations were given, ``p_hit`` with a classifier), where candidates
+    could lie (``mask``, None = everywhere), the settings and, with annotations, an
+    :class:`~napari_metaseg.core.ood.OodEvaluation`."""
+
+    maps: dict
+    region_ids: np.ndarray
+    table: pd.DataFrame
+    mask: np.ndarray | None
+    settings: dict
+    evaluation: object = None
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Which regions the meta classifier keeps (all without one)."""
+        if "p_hit" not in self.table:
+            return np.ones(len(self.table), bool)
+        return self.table["p_hit"].to_numpy(float) >= self.settings["p_keep"]
+
+
+def _candidate_mask(pred, exclude):
+    if not exclude:
+        return None
+    return ~np.isin(pred, np.asarray(exclude, dtype=pred.dtype))
+
+
+def _predict(classifier, table):
+    if classifier is None:
+        return table
+    from ..core.meta_model import check_columns
+
+    table = table.drop(columns=[c for c in ("p_hit",) if c in table.columns])
+    check_columns(classifier, table)
+    p = classifier.predict_proba(table)[:, 1] if len(table) else np.zeros(0)
+    return table.assign(p_hit=p)
+
+
+def find_ood(probs, *, settings=None, classifier=None, ood=None, class_axis=-1, maps=None):
+    """Job: OoD candidate regions of one case held in memory, rated and evaluated.
+
+    Parameters
+    ----------
+    probs : array_like
+        Probabilities (classes on ``class_axis``).
+    settings : dict, optional
+        :func:`ood_settings` (threshold, measure, mode, excluded classes, ``p_keep``).
+    classifier : MetaClassifier, optional
+        A region meta classifier: adds ``p_hit``.
+    ood : array_like, optional
+        OoD annotation (bool mask or instance ids): adds ``hit`` and an evaluation.
+    maps : dict, optional
+        Heatmaps of ``probs`` computed already.
+
+    Yields ``(fraction, stage)``; returns an :class:`OodResult`.
+    """
+    from ..core import as_probabilities, dispersion_maps
+    from ..core.ood import (
+        OodCase,
+        evaluate_ood,
+        ood_regions,
+        region_hits,
+    )
+
+    settings = ood_settings(**(settings or {}))
+    probs = as_probabilities(probs, class_axis=class_axis)
+    yield 0.15, "validated"
+    if maps is None:
+        maps = dispersion_maps(probs)
+    yield 0.45, "heatmaps"
+    pred = probs.argmax(-1)
+    mask = _candidate_mask(pred, settings["exclude_classes"])
+    ids, table = ood_regions(probs, threshold=settings["threshold"], measure=settings["measure"],
+                             mode=settings["mode"], slice_axis=settings["slice_axis"], mask=mask, maps=maps)
+    yield 0.8, f"{len(table)} candidate regions"
+    evaluation = None
+    if ood is not None:
+        ood = np.asarray(ood)
+        if ood.shape != ids.shape:
+            raise ValueError(f"the OoD annotation has shape {ood.shape}; the probabilities have spatial "
+                             f"shape {ids.shape}")
+        table["hit"] = region_hits(ids, ood != 0, n_regions=len(table))
+    table = _predict(classifier, table)
+    if ood is not None:
+        p_hit = table["p_hit"].to_numpy(float) if "p_hit" in table else None
+        evaluation = evaluate_ood([OodCase(dict(maps), ood, {settings["threshold"]: (ids, p_hit)}, mask)],
+                                  p_threshold=settings["p_keep"], mode=settings["mode"],
+                                  slice_axis=settings["slice_axis"])
+    yield 1.0, "rated" if classifier is not None else "found"
+    return OodResult(dict(maps), ids, table, mask, settings, evaluation)
+
+
+# ============================================================================================
+# Case files
+# ============================================================================================
+def annotation_file(case) -> Path | None:
+    """The OoD annotation file of a case (``ood.<ext>`` in its folder, ``<case>_ood.<ext>``
+    beside its softmax), or None."""
+    from ..io.cases import _stem, _supported
+
+    folder = Path(case.softmax).parent
+    names = {f"{case.name}_ood".lower()}
+    if folder.name == case.name:
+        names.add("ood")
+    found = sorted(p for p in folder.iterdir() if _supported(p) and _stem(p).lower() in names)
+    if len(found) > 1:
+        raise ValueError(f"case {case.name}: several OoD annotation files {[p.name for p in found]}")
+    return found[0] if found else None
+
+
+def read_annotation(case, gt, settings):
+    """The OoD annotation of a case: ``(array or None, where it came from)``.
+
+    See the module's rules. Raises ValueError for an annotation file that cannot be read or has
+    a float dtype.
+    """
+    from ..io.cases import _read_plain, is_nifti
+    from ..io.nifti import read_nifti
+
+    path = annotation_file(case)
+    if path is not None:
+        if is_nifti(path):
+            ood, _ = read_nifti(path)
+        else:
+            ood = _read_plain(path, ("ood", "labels"))
+        ood = np.asarray(ood)
+        if ood.dtype != np.bool_ and ood.dtype.kind not in "iu":
+            raise ValueError(f"{path}: an OoD annotation holds integers (0 = in distribution), "
+                             f"got {ood.dtype}")
+        return ood, str(path)
+    label = settings.get("ood_label")
+    if gt is not None and label is not None:
+        return np.asarray(gt) == label, f"ground truth == {label}"
+    return None, None
+
+
+def case_ood_path(out_dir, case_name) -> Path:
+    """``<out_dir>/cases/<case>_ood.parquet``."""
+    return Path(out_dir) / "cases" / f"{case_name}{CASE_SUFFIX}"
+
+
+def ood_task(case, out_dir, settings: dict, model=None) -> dict:
+    """OoD regions of one case file: writes its region table and a map of the kept regions.
+
+    Writes ``<out_dir>/cases/<case>_ood.parquet`` (the region table with ``case``, ``hit`` when
+    the case has an annotation, ``p_hit`` with a model; the settings in the file's metadata)
+    and ``<out_dir>/maps/<case>_ood_regions.nii.gz`` with the input's affine for NIfTI input
+    (``.npy`` otherwise): the ids of the kept regions (all candidates without a model; float32
+    for NIfTI, int32 for ``.npy``), 0 elsewhere. ``model``: a region model file (what Dask
+    workers are sent) or a ``MetaModels``.
+
+    Returns ``n_regions``, ``n_kept``, ``annotation`` (where it came from, or None) and, with
+    an annotation, the evaluation parts: ``counts`` (``{keep: object_counts}``) and ``pixels``
+    (OoD flags and heatmap values inside the candidate mask).
+    """
+    from ..core.atomic import atomic_path
+    from ..core.ood import object_counts, ood_objects
+    from ..io.cases import is_nifti, read_case
+    from ..io.results import write_nifti_like, write_table
+    from .models import load_model
+
+    probs, gt, affine = read_case(case, class_axis=settings.get("class_axis", -1))
+    ood, source = read_annotation(case, gt, settings)
+    classifier = None
+    if model is not None:
+        models = load_model(model, table_kind="ood_regions") if isinstance(model, (str, Path)) else model
+        classifier = models.classifier
+    result = drain(find_ood(probs, settings=settings, classifier=classifier, ood=None))
+    table = result.table
+    ids = result.region_ids
+    out = {"n_regions": len(table), "annotation": source}
+    if ood is not None:
+        from ..core.ood import region_hits
+
+        if ood.shape != ids.shape:
+            raise ValueError(f"the OoD annotation ({source}) has shape {ood.shape}; the softmax has "
+                             f"spatial shape {ids.shape}")
+        table.insert(1 + ("slice" in table.columns), "hit", region_hits(ids, ood != 0, n_regions=len(table)))
+        objects, _ = ood_objects(ood, mode=settings["mode"], slice_axis=settings["slice_axis"])
+        counts = {"all": object_counts(ids, objects, mask=result.mask)}
+        if classifier is not None:
+            counts["meta"] = object_counts(ids, objects, keep=result.kept, mask=result.mask)
+        keep = np.ones(ids.shape, bool) if result.mask is None else result.mask
+        out["counts"] = counts
+        out["pixels"] = ((ood != 0)[keep], {m: result.maps[m][keep] for m in ("E", "D", "V")})
+    kept = result.kept
+    out["n_kept"] = int(kept.sum())
+    lut = np.zeros(len(table) + 1, np.int32)
+    lut[1:][kept] = table["index"].to_numpy(np.int32)[kept]
+    values = lut[ids]
+    maps_dir = Path(out_dir) / "maps"
+    if is_nifti(case.softmax):
+        write_nifti_like(values.astype(np.float32), affine, maps_dir / f"{case.name}_ood_regions.nii.gz",
+                         like=case.softmax)
+    else:
+        with atomic_path(maps_dir / f"{case.name}_ood_regions.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, values)
+    recorded = {**settings, "softmax": str(case.softmax), "annotation": source,
+                "segmentation": _segmentation_record(settings, ids.ndim), "table": "ood_regions",
+                "model": None if model is None else str(getattr(model, "path", model))}
+    write_table(with_case(table, case.name), case_ood_path(out_dir, case.name), settings=recorded)
+    return out
+
+
+@dataclass
+class OodRun:
+    """What :func:`ood_cases` did: the output folder, cases done and failed (``[(case,
+    error)]``), the combined region table's path, candidates and kept regions over all cases,
+    the cases with annotations and, when there are any, the :class:`OodEvaluation`."""
+
+    out: Path
+    n_cases: int
+    failed: list = field(default_factory=list)
+    combined: Path | None = None
+    n_regions: int = 0
+    n_kept: int = 0
+    annotated: list = field(default_factory=list)
+    evaluation: object = None
+    settings: dict = field(default_factory=dict)
+
+
+def ood_cases(cases, out_dir, settings, model=None, *, explicit=(), workers=None, scheduler=None,
+              threads=None):
+    """Job: OoD regions of every case (:func:`ood_task`), combined and evaluated.
+
+    Writes the per-case files of :func:`ood_task`, ``<out_dir>/ood_regions.parquet`` (every done
+    case, with a ``case`` column; ``napari-metaseg train`` fits a region model on it when it
+    holds ``hit``) and, when cases have annotations, ``<out_dir>/ood_objects.csv`` (object
+    level: threshold, keep, TP, FP, FN, F1, in-distribution miss rate) and
+    ``<out_dir>/ood_pixels.csv`` (pixel level per heatmap). Failed cases go to
+    ``<out_dir>/failed.csv``. ``model``: a region model file (its threshold, measure and
+    excluded classes are used, and its segmentation mode; the settings named in ``explicit``,
+    set by the user, must agree with the model's, see :func:`region_classifier_ood`).
+
+    Yields ``(fraction, stage)``; returns an :class:`OodRun`.
+    """
+    from ..core.atomic import remove_leftovers
+    from ..core.ood import evaluation_from_parts
+    from ..io.results import write_failed_csv, write_table
+    from .models import load_model
+
+    settings = ood_settings(**settings)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a folder")
+    model_arg = None
+    if model is not None:
+        from .models import check_segmentation
+
+        models = load_model(model, table_kind="ood_regions")
+        settings = region_classifier_ood(models, settings, explicit=explicit)
+        mode, axis = check_segmentation(
+            models.segmentation, mode=settings["mode"] if "mode" in explicit else None,
+            slice_axis=settings["slice_axis"] if "slice_axis" in explicit else None, model=f"model {model}")
+        settings["mode"] = mode or "auto"
+        settings["slice_axis"] = -1 if axis is None else int(axis)
+        model_arg = str(Path(model).resolve())
+    (out_dir / "cases").mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir / "cases")
+    remove_leftovers(out_dir)
+    cases = list(cases)
+    results = yield from over_cases(ood_task, cases, (out_dir, settings, model_arg), workers=workers,
+                                    scheduler=scheduler, threads=threads, what="ood")
+    failed = [(r["case"], r["error"]) for r in results if r["status"] != "done"]
+    done = [r for r in results if r["status"] == "done"]
+    run = OodRun(out_dir, len(cases), failed, settings=settings)
+    run.n_regions = sum(r["n_regions"] for r in done)
+    run.n_kept = sum(r["n_kept"] for r in done)
+    paths = [case_ood_path(out_dir, r["case"]) for r in done]
+    if paths:
+        run.combined = write_table(pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True),
+                                   out_dir / OOD_TABLE,
+                                   settings={**settings, "segmentation": _segmentation_record(settings),
+                                             "table": "ood_regions", "model": model_arg})
+    annotated = [r for r in done if r.get("counts") is not None]
+    run.annotated = [r["case"] for r in annotated]
+    if annotated:
+        counts = {}
+        for r in annotated:
+            for keep, c in r["counts"].items():
+                key = (settings["threshold"], keep)
+                counts[key] = c if key not in counts else {k: counts[key][k] + c[k] for k in c}
+        label = np.concatenate([r["pixels"][0] for r in annotated])
+        values = {m: np.concatenate([r["pixels"][1][m] for r in annotated]) for m in ("E", "D", "V")}
+        ev = evaluation_from_parts((label, values), counts, n_cases=len(annotated),
+                                   p_threshold=settings["p_keep"])
+        run.evaluation = ev
+        from ..core.atomic import atomic_path
+
+        for name, frame in (("ood_objects.csv", ev.objects), ("ood_pixels.csv", ev.pixel)):
+            with atomic_path(out_dir / name) as tmp:
+                frame.to_csv(tmp, index=False)
+    failed_csv = out_dir / "failed.csv"
+    if failed:
+        write_failed_csv(failed_csv, failed)
+    else:
+        failed_csv.unlink(missing_ok=True)
+    return run
+
+
+# ============================================================================================
+# The region meta classifier
+# ============================================================================================
+def is_region_table(table) -> bool:
+    """Whether ``table`` is an OoD region table (it has ``share*`` columns and no ``iou_adj``)."""
+    cols = [str(c) for c in table.columns]
+    return "iou_adj" not in cols and any(c.startswith("share") and c[5:].isdigit() for c in cols)
+
+
+def _case_scores(table, kind, random_state):
+    """Leave-one-case-out AUROC of ``hit`` (pooled over the held-out cases), or None."""
+    from sklearn.metrics import roc_auc_score
+
+    from ..core.meta_model import MetaClassifier
+
+    if "case" not in table.columns or table["case"].nunique() < 2:
+        return None
+    preds = []
+    for case in table["case"].unique():
+        test = table[table["case"] == case]
+        train = table[table["case"] != case]
+        if train["hit"].nunique() < 2 or len(train) < 10:
+            return None
+        clf = MetaClassifier(kind=kind, random_state=random_state).fit(train, train["hit"].to_numpy())
+        preds.append(pd.DataFrame({"hit": test["hit"].to_numpy(), "p": clf.predict_proba(test)[:, 1]}))
+    both = pd.concat(preds)
+    if both["hit"].nunique() < 2:
+        return None
+    return float(roc_auc_score(both["hit"], both["p"]))
+
+
+def train_regions(table, *, kind="lasso", random_state=0, ood=None, segmentation=None):
+    """Job: fit the region meta classifier (target ``hit``) on OoD region tables.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Region tables of one or more cases (a ``case`` column keeps each case on one side of
+        the LASSO strength's inner split, with 3 or more cases) with ``hit``.
+    kind : {"lasso", "logistic", "gbm"}
+        The classifier family.
+    ood : dict, optional
+        How the regions were made (``threshold``, ``measure``, ``exclude_classes``), recorded in
+        the model; defaults to the defaults of :func:`ood_settings`.
+    segmentation : dict, optional
+        ``mode`` / ``slice_axis`` of the regions.
+
+    Yields ``(fraction, stage)``; returns a :class:`~napari_metaseg.workflows.MetaModels` with
+    the classifier, ``ood`` and ``note`` (the leave-one-case-out AUROC with 2 or more cases).
+
+    Raises
+    ------
+    ValueError
+        A table without ``hit`` (no annotations), with one class only, or under 10 regions.
+    """
+    from ..core.meta_model import MetaClassifier
+    from ..names import CLASSIFIER_KINDS, OOD_COLUMNS
+    from .models import MetaModels
+
+    if kind not in CLASSIFIER_KINDS:
+        raise ValueError(f"classifier kind {kind!r}; expected one of {CLASSIFIER_KINDS}")
+    if "hit" not in table.columns:
+        raise ValueError("the region tables have no hit column: training needs cases with OoD annotations "
+                         "(an ood.<ext> file or ground-truth voxels of the OoD label)")
+    table = table.drop(columns=[c for c in OOD_COLUMNS if c != "hit" and c in table.columns])
+    hit = table["hit"].to_numpy()
+    if len(table) < 10:
+        raise ValueError(f"the region tables hold {len(table)} regions; at least 10 are needed")
+    if np.unique(hit).size < 2:
+        which = "touches" if hit[0] else "misses"
+        raise ValueError(f"every region {which} the OoD annotations: a meta classifier needs regions of "
+                         "both kinds (more cases, or another threshold)")
+    yield 0.1, f"{len(table)} regions, {int(hit.sum())} touching OoD"
+    auroc = _case_scores(table, kind, random_state)
+    yield 0.6, "leave-one-case-out scores"
+    clf = MetaClassifier(kind=kind, random_state=random_state).fit(table, hit.astype(np.int64))
+    yield 1.0, "fitted"
+    n_cases = table["case"].nunique() if "case" in table.columns else 1
+    note = (f"{len(table)} regions of {n_cases} case(s), {int(hit.sum())} touching OoD"
+            + (f"; leave-one-case-out AUROC of hit {auroc:.3f}" if auroc is not None else ""))
+    seg = segmentation or _segmentation_record(ood_settings())
+    return MetaModels(classifier=clf, segmentation=seg, ood=_ood_record(ood_settings(**(ood or {}))),
+                      note=note)
