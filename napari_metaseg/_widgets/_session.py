@@ -21,6 +21,9 @@ class Session:
     models_changed = Signal()
     #: a new case was analysed (the meta panel takes its id)
     case_changed = Signal()
+    #: a case was opened for review (dict: ``probabilities``, ``ground_truth`` layer names,
+    #: ``mode``, ``slice_axis``): the analysis panel analyses it with the session's models
+    case_opened = Signal(object)
 
     def __init__(self):
         self.models = MetaModels()

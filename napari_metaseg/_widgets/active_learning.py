@@ -330,6 +330,11 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
         self.viewer.reset_view()
         if slice_index is not None and softmax is not None:
             self._go_to_slice(softmax, slice_index)
+        if softmax is not None:  # the analysis panel rates it with the session's models
+            gt = next((la.name for la in added if la.name == f"{name} gt"), None)
+            opts = getattr(self, "_opts", None) or self.options()
+            self.session.case_opened.emit({"probabilities": softmax.name, "ground_truth": gt,
+                                           "mode": opts["mode"], "slice_axis": opts["slice_axis"]})
         self.status.setText(f"opened {name}" + ("" if slice_index is None else f", slice {slice_index}"))
         return added
 
@@ -360,7 +365,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
     # -- export ----------------------------------------------------------------------------------
     def export_csv(self, path=None):
         """Write the ranking as shown to ``path`` (asks when None), atomically."""
-        from ..core.atomic import atomic_path
+        from ..core.csv_safe import write_csv
 
         if self.result is None:
             self._error("nothing to export: rank cases first")
@@ -370,8 +375,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
             if not path:
                 return None
         try:
-            with atomic_path(path) as tmp:
-                self.model.frame.to_csv(tmp, index=False)
+            write_csv(self.model.frame, path)  # atomic; no cell starts a spreadsheet formula
         except OSError as exc:
             self._error(f"cannot write {path}: {exc}")
             return None

@@ -101,6 +101,23 @@ def shown_segments(layer):
     return table[[c for c in TABLE_COLUMNS if c in table.columns]]
 
 
+def fingerprint(array):
+    """A short digest of an array's values (tells whether labels were edited since)."""
+    import hashlib
+
+    a = np.ascontiguousarray(array)
+    return hashlib.blake2b(a.view(np.uint8).reshape(-1), digest_size=16).hexdigest() + str(a.shape)
+
+
+def _has_class_axis(layer):
+    """Whether an image layer without our metadata looks like class probabilities."""
+    try:
+        probability_class_axis(layer)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _gt_mismatch(probs_layer, class_axis, gt_layer):
     """Why the ground-truth layer cannot belong to the probability layer (None: it can)."""
     if gt_layer is None:
@@ -196,6 +213,7 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self._mode_changed(self.form.mode.value)
         self.form.probabilities.changed.connect(self._probs_changed)
         self.session.models_changed.connect(self._models_changed)
+        self.session.case_opened.connect(self._case_opened)
         napari_viewer.mouse_drag_callbacks.append(self._on_canvas_click)
 
     # -- layer choices ---------------------------------------------------------------------------
@@ -206,13 +224,18 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         images = [la for la in layers if isinstance(la, Image)]
         probs = [la for la in images if la.metadata.get("metaseg", {}).get("kind") == "probabilities"]
         plain = [la for la in images if la not in probs]
+        looks_like = [la for la in plain if _has_class_axis(la)]  # never a plain image
         labels = [la for la in layers if isinstance(la, Labels)]
         form = self.form
         set_choices(form.image, [NONE] + [la.name for la in images], prefer=[la.name for la in plain[:1]])
-        set_choices(form.probabilities, [la.name for la in probs + plain],
+        set_choices(form.probabilities, [la.name for la in probs + looks_like],
                     prefer=[la.name for la in probs[:1]])
         set_choices(form.ground_truth, [NONE] + [la.name for la in labels],
                     prefer=[la.name for la in labels[:1]])
+        new = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if (isinstance(new, Labels) and form.ground_truth.value == NONE
+                and new.name in form.ground_truth.choices):
+            form.ground_truth.value = new.name  # labels opened after the dock: the case's GT
         self._probs_changed()  # set_choices() emits no change
 
     def _mode_changed(self, mode):
@@ -314,6 +337,10 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         update_settings("analysis", opts)
         self._class_names = self.class_names(probs_layer)
         self._case_id = case_id_of(probs_layer)
+        gt_data = None if gt_layer is None else np.asarray(gt_layer.data)
+        self._inputs = {"probabilities": probs_layer.name, "class_axis": class_axis,
+                        "ground_truth": None if gt_layer is None else gt_layer.name,
+                        "gt_fingerprint": None if gt_data is None else fingerprint(gt_data)}
         ndim = probs_layer.ndim
         spatial = [i for i in range(ndim) if i != class_axis % ndim]
         self._out_scale = tuple(np.asarray(probs_layer.scale)[spatial].tolist())
@@ -352,7 +379,8 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
                              min_interior=opts["min_interior"], colormap=cmap,
                              class_names=self._class_names)
         # how these segments were made: the meta panel trains with it, models are checked against it
-        layers[-1].metadata["metaseg"].update(segmentation=analysis.segmentation, case_id=self._case_id)
+        layers[-1].metadata["metaseg"].update(segmentation=analysis.segmentation, case_id=self._case_id,
+                                              inputs=self._inputs)
         self.set_segments_layer(layers[-1])
         self.progress.setValue(100)
         self.status.setText(f"{len(table)} segments")
@@ -386,6 +414,21 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         if len(self.model.frame) <= 2000:  # measuring every row's text costs ~0.1 s per 4000 rows
             self.table_view.resizeColumnsToContents()
         self.save_button.setEnabled(True)
+
+    def _case_opened(self, info):
+        """A case opened elsewhere (the triage list) arrives with its quality overlay."""
+        if self.worker is not None:
+            return
+        self._refresh_choices()
+        form = self.form
+        if info["probabilities"] not in form.probabilities.choices:
+            return
+        form.probabilities.value = info["probabilities"]
+        form.ground_truth.value = info.get("ground_truth") or NONE
+        if info.get("mode") in MODES and not (self._spatial_ndim() == 2 and info["mode"] in ("3d", "slices")):
+            form.mode.value = info["mode"]
+        form.slice_axis.value = int(info.get("slice_axis", -1))
+        self.run()
 
     def _models_changed(self):
         """A model was loaded or trained: predict and recolour the current segments."""
@@ -475,10 +518,9 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
                                                   "CSV (*.csv)")
             if not path:
                 return None
-        from ..core.atomic import atomic_path
+        from ..core.csv_safe import write_csv
 
-        with atomic_path(path) as tmp:  # a full disk leaves the previous file, not half of it
-            self.model.frame.to_csv(tmp, index=False)
+        write_csv(self.model.frame, path)  # atomic (a full disk leaves the previous file); no formulas
         self.status.setText(f"saved {len(self.model.frame)} rows to {path}")
         return path
 

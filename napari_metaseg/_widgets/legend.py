@@ -144,7 +144,21 @@ def legend_for(viewer):
     """The viewer's canvas legend (created on first use)."""
     legend = _LEGENDS.get(viewer)
     if legend is None:
-        canvas = viewer.window._qt_viewer.canvas.native
-        legend = QualityLegend(viewer, canvas)
+        legend = QualityLegend(viewer, _canvas_widget(viewer))
         _LEGENDS[viewer] = legend
     return legend
+
+
+def _canvas_widget(viewer):
+    """The Qt widget of the viewer's canvas, found in the widget tree (plugins may not use the
+    window's private attributes)."""
+    from napari._qt.qt_viewer import QtViewer
+    from qtpy.QtWidgets import QApplication
+
+    target = getattr(viewer, "__wrapped__", viewer)  # plugin widgets get a proxy of the viewer
+    for top in QApplication.topLevelWidgets():
+        candidates = [top] if isinstance(top, QtViewer) else top.findChildren(QtViewer)
+        for qt_viewer in candidates:
+            if getattr(qt_viewer.viewer, "__wrapped__", qt_viewer.viewer) is target:
+                return qt_viewer.canvas.native
+    raise RuntimeError("the viewer's canvas was not found (is the viewer's window created?)")

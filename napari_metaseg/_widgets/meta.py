@@ -109,7 +109,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self.eval_view.setModel(self.eval_model)
         self.eval_view.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.eval_view.verticalHeader().setDefaultSectionSize(18)
-        self.eval_view.setMinimumHeight(140)
+        self.eval_view.setMinimumHeight(90)
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -119,7 +119,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         for name in PLOTS:
             fig = Figure(figsize=(4.5, 3.6), layout="constrained")
             canvas = FigureCanvasQTAgg(fig)
-            canvas.setMinimumHeight(220)
+            canvas.setMinimumHeight(140)  # grows with the dock; the tab scrolls below this
             self.figures[name], self.canvases[name] = fig, canvas
             self.plot_tabs.addTab(canvas, name)
         self.plot_note = QLabel("")
@@ -327,9 +327,32 @@ class MetaWidget(WorkerPanelMixin, QWidget):
             return None
         opts = self.options()
         min_interior = self.dataset.min_interior if self.dataset is not None else opts["min_interior"]
-        kwargs = {"current": current, "n_splits": opts["n_splits"], "split": opts["split"],
-                  "min_interior": min_interior}
-        return self._start(workflows.refit, kwargs, "refitting", self.models())
+        common = {"n_splits": opts["n_splits"], "split": opts["split"], "min_interior": min_interior}
+        edited = self._edited_case(current)
+        if edited is not None:  # labels were fixed since the analysis: measure the case again first
+            return self._start(workflows.refit_case, {**edited, **common}, "refitting", self.models())
+        return self._start(workflows.refit, {"current": current, **common}, "refitting", self.models())
+
+    def _edited_case(self, current):
+        """The current case's arrays when its ground truth changed since it was analysed (the
+        reviewer fixed labels in place), else None."""
+        from .analysis import fingerprint
+
+        layer = self.segments_layer()
+        inputs = layer.metadata.get("metaseg", {}).get("inputs") if layer is not None else None
+        if not inputs or not inputs.get("ground_truth"):
+            return None
+        names = (inputs["probabilities"], inputs["ground_truth"])
+        if any(n not in self.viewer.layers for n in names):
+            return None
+        gt = np.asarray(self.viewer.layers[names[1]].data)
+        if fingerprint(gt) == inputs.get("gt_fingerprint"):
+            return None
+        seg = current[2] or {}
+        return {"probs": np.asarray(self.viewer.layers[names[0]].data), "gt": gt, "case_id": current[0],
+                "class_axis": inputs["class_axis"], "mode": seg.get("mode") or "auto",
+                "slice_axis": seg.get("slice_axis") if seg.get("slice_axis") is not None else -1,
+                "ignore_index": seg.get("ignore_index", 255)}
 
     def _start(self, job, kwargs, what, *args):
         worker = self.start_worker(job, *args, button=self.train_button, status=f"{what} …", plots=True,
@@ -345,6 +368,8 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self.progress.setValue(0)
 
     def _on_returned(self, result):
+        if result.measured is not None:  # the corrected case, measured again: its segments first
+            self._show_measured(result.measured)
         # every panel uses the new models at once (the analysis panel recolours its segments)
         self.session.set(result)
         self.progress.setValue(100)
@@ -360,6 +385,23 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self._show_plots(result.plot_table, result.evaluation, result.plot_note)
         self._show_model_info()
         self.trained.emit(result)
+
+    def _show_measured(self, measured):
+        from .._layers import recolor_with
+        from .analysis import fingerprint
+
+        layer = self.segments_layer()
+        if layer is None:
+            return
+        meta = layer.metadata.setdefault("metaseg", {})
+        inputs = dict(meta.get("inputs") or {})
+        gt_name = inputs.get("ground_truth")
+        if gt_name in self.viewer.layers:
+            inputs["gt_fingerprint"] = fingerprint(np.asarray(self.viewer.layers[gt_name].data))
+        meta.update(inputs=inputs, segmentation=measured.segmentation)
+        if layer.data.shape == measured.seg.shape:
+            layer.data = measured.seg
+        recolor_with(layer, measured.table)
 
     # -- showing results -------------------------------------------------------------------------
     def _show_evaluation(self, ev, error="", note=""):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QPushButton, QVBoxLayout, QWidget
 
-from .._layers import QUALITY_COLUMNS, segment_colormap
+from .._layers import QUALITY_COLUMNS, color_segments
 from ._form import make_form, set_choices
 
 
 class OverlayWidget(QWidget):
-    """Pick a Labels layer with a metrics table and colour it red-to-green by one column."""
+    """Pick a Labels layer with a metrics table and colour it by one column (worst to best)."""
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -57,16 +57,12 @@ class OverlayWidget(QWidget):
                 break
 
     def apply(self):
+        """Colour the chosen segments layer by the chosen column (robust range: see
+        :func:`napari_metaseg._layers.color_scale`); the canvas legend follows."""
         name, column = self.form.segments.value, self.form.column.value
         if not name or not column:
-            return
+            return None
         layer = self.viewer.layers[name]
-        table = layer.features
-        values = table[column].to_numpy(dtype=np.float64)
-        lo, hi = np.nanmin(values), np.nanmax(values)
-        if column not in {c for c, _ in QUALITY_COLUMNS} and hi > lo and not (lo >= 0 and hi <= 1):
-            table = table.assign(**{column: (values - lo) / (hi - lo)})  # min-max to [0, 1]
-        layer.colormap = segment_colormap(table, column, reverse=self.form.high_is_bad.value,
-                                          hide_classes=(0,) if self.form.hide_background.value else ())
-        meta = layer.metadata.setdefault("metaseg", {})
-        meta.update(color_by=column, color_title=column)
+        color_segments(layer, column, reverse=self.form.high_is_bad.value,
+                       hide_classes=(0,) if self.form.hide_background.value else ())
+        return column

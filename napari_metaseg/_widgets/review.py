@@ -511,8 +511,35 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
         rec = self.store.proposals[i]
         self.note_edit.setText(rec.get("note") or "")
         mask = self._voxels(rec)
+        self._show_plane()
         self._highlight(rec, mask)
         self._centre(rec, mask)
+        self._ready_to_fix(rec)
+
+    def _show_plane(self):
+        """Slice-wise proposals are shown in their plane: the slice axis on the slider."""
+        settings = getattr(self, "_settings", None) or {}
+        layer = self._gt_layer
+        if layer is None or settings.get("mode") != "slices" or layer.ndim != 3:
+            return
+        offset = self.viewer.dims.ndim - layer.ndim
+        axis = offset + int(settings.get("slice_axis", -1)) % 3
+        order = list(self.viewer.dims.order)
+        if axis in order[-2:]:  # the slice axis is displayed: put it on a slider, keep the rest
+            self.viewer.dims.order = tuple([axis] + [a for a in order if a != axis])
+
+    def _ready_to_fix(self, rec):
+        """The ground truth visible, in paint mode, with the label the prediction proposes."""
+        layer = self._gt_layer
+        if layer is None:
+            return
+        label = rec.get("predicted_class")
+        if label is None:
+            label = rec.get("class")
+        layer.visible = True
+        if label is not None:
+            layer.selected_label = int(label)
+        layer.mode = "paint"
 
     def _voxels(self, rec):
         """The proposal's voxels (bool mask of the GT's shape), or None when unknown.

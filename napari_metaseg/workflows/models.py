@@ -30,6 +30,7 @@ __all__ = [
     "dataset_path",
     "load_model",
     "refit",
+    "refit_case",
     "resolve_split",
     "save_model",
     "segmentation_of",
@@ -87,6 +88,7 @@ class TrainResult(MetaModels):
     previous_cases: list = field(default_factory=list)
     added_cases: list = field(default_factory=list)
     refit: bool = False
+    measured: object = None  # the current case measured again (an Analysis), see refit_case
 
 
 def dataset_path(model_path) -> Path:
@@ -342,15 +344,33 @@ def _plot_predictions(ds, clf, reg, group, random_state):
                 f"training segments (in-sample, optimistic; {len(data)} segments)")
 
 
+def _with_hint(make, role, ds, segmentation):
+    """``make(role)``; too few usable segments is said with what would give more."""
+    try:
+        return make(role)
+    except ValueError as exc:
+        if "usable segments" not in str(exc):
+            raise
+        mode = (segmentation or {}).get("mode")
+        hints = []
+        if mode in ("3d", "auto"):
+            hints.append("segment the volumes slice by slice (mode 'slices': many more, planar segments)")
+        if ds.min_interior > 0:
+            hints.append(f"set min interior to 0 (now {ds.min_interior}: segments with a smaller interior "
+                         "are left out)")
+        hints.append("add cases")
+        raise ValueError(f"cannot fit the {role}: {exc}. To get more: " + "; or ".join(hints)) from None
+
+
 def _fit(ds, segmentation, *, make, n_splits, split, kinds, random_state, plots):
     """Job shared by train and refit: evaluate, fit both models with ``make(role)``, plots."""
     yield 0.0, f"evaluating ({n_splits} splits, {len(ds.training_table())} segments)"
     ev, ev_error, note, group = _evaluate(ds, classifier_kind=kinds[0], regressor_kind=kinds[1],
                                           n_splits=n_splits, split=split, random_state=random_state)
     yield 0.5, "fitting the classifier on all segments"
-    clf = make("classifier")
+    clf = _with_hint(make, "classifier", ds, segmentation)
     yield 0.7, "fitting the regressor on all segments"
-    reg = make("regressor")
+    reg = _with_hint(make, "regressor", ds, segmentation)
     plot_table, plot_note = None, ""
     if plots:
         yield 0.85, "predictions for the plots"
@@ -450,6 +470,27 @@ def refit(models: MetaModels, *, cases=(), settings=None, current=None, table=No
     result.skipped, result.replaced, result.refit = skipped, replaced, True
     result.previous_cases = previous
     result.added_cases = [c for c in ds.cases if c not in previous]
+    return result
+
+
+def refit_case(models: MetaModels, probs, gt, *, case_id, class_axis=-1, mode="auto", slice_axis=-1,
+               ignore_index=255, min_interior=None, n_splits=0, split="auto", random_state=0, plots=False):
+    """Job: measure a case held in memory against its (corrected) ground truth, then refit.
+
+    The review loop's last step: after labels were fixed in place, the case's segments and
+    metrics are computed again (:func:`~napari_metaseg.workflows.analyse`) and the models refit
+    on their training data plus this case (:func:`refit`). Returns the :class:`TrainResult`
+    with ``measured`` = the new :class:`~napari_metaseg.workflows.Analysis`.
+    """
+    from .analysis import analyse
+
+    measured = yield from rescaled(analyse(probs, gt, class_axis=class_axis, mode=mode, slice_axis=slice_axis,
+                                           ignore_index=ignore_index, heatmaps=()), 0.0, 0.4,
+                                   prefix="measuring the corrected case: ")
+    result = yield from rescaled(refit(models, current=(case_id, measured.table, measured.segmentation),
+                                       min_interior=min_interior, n_splits=n_splits, split=split,
+                                       random_state=random_state, plots=plots), 0.4, 1.0)
+    result.measured = measured
     return result
 
 

@@ -390,10 +390,18 @@ def ood_cases(cases, out_dir, settings, model=None, *, explicit=(), workers=None
     run.n_kept = sum(r["n_kept"] for r in done)
     paths = [case_ood_path(out_dir, r["case"]) for r in done]
     if paths:
+        from ..io.results import read_settings
+        from .models import _merge_segmentation
+
+        try:  # the cases' resolved modes (auto: 2d for images, 3d for volumes)
+            seg = _merge_segmentation([(read_settings(p) or {}).get("segmentation") for p in paths],
+                                      "the cases")
+        except ValueError:  # images and volumes in one auto run: nothing to record
+            seg = None
         run.combined = write_table(pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True),
                                    out_dir / OOD_TABLE,
-                                   settings={**settings, "segmentation": _segmentation_record(settings),
-                                             "table": "ood_regions", "model": model_arg})
+                                   settings={**settings, "segmentation": seg, "table": "ood_regions",
+                                             "model": model_arg})
     annotated = [r for r in done if r.get("counts") is not None]
     run.annotated = [r["case"] for r in annotated]
     if annotated:

@@ -29,6 +29,44 @@ def case_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _stored_predictions_in_sample(sources, cases) -> list:
+    """Notes on predictions that ``predict`` stored in the tables: the model file each source
+    records is read (when it is still there, unchanged) and its training cases are compared
+    with ``cases``."""
+    from pathlib import Path
+
+    from ..io.results import read_settings
+    from .models import _sha256, load_model
+
+    notes, seen_models = [], set()
+    for src in sources:
+        src = Path(str(src))
+        target = src / "predictions.parquet" if src.is_dir() else src
+        settings = read_settings(target) if target.suffix.lower() in (".parquet", ".pq") else None
+        model = (settings or {}).get("model")
+        if not model or model in seen_models:
+            continue
+        seen_models.add(model)
+        path = Path(model)
+        if not path.is_file() or _sha256(path) != settings.get("model_sha256"):
+            notes.append(f"the predictions in {src} come from model {model}, which is missing or changed "
+                         "since: whether these cases were in its training data cannot be checked")
+            continue
+        try:
+            m = load_model(path)
+        except (ValueError, OSError) as exc:
+            notes.append(f"the model {model} of the predictions in {src} cannot be read ({exc})")
+            continue
+        ref = m.classifier if m.classifier is not None else m.regressor
+        seen = sorted(set(map(str, ref.training_cases_)) & set(map(str, cases)))
+        if seen:
+            more = " …" if len(seen) > 5 else ""
+            notes.append(f"in-sample: the predictions in {src} come from model {path.name}, trained on "
+                         f"{len(seen)} of these cases ({', '.join(seen[:5])}{more}); their scores here "
+                         "are optimistic")
+    return notes
+
+
 def report(table: pd.DataFrame, *, sources=(), model=None, splits=10, min_interior=1, random_state=0):
     """Job: the HTML text of a report on stacked metrics tables (``case`` column).
 
@@ -61,6 +99,7 @@ def report(table: pd.DataFrame, *, sources=(), model=None, splits=10, min_interi
                          "optimistic")
     elif "p_iou0" in table or "iou_adj_pred" in table:
         pred_source = "predictions stored in the tables"
+        notes.extend(_stored_predictions_in_sample(sources, ds.cases))
     elif ds.has_targets:
         usable = ds.training_table()
         clf = MetaClassifier(kind="lasso", random_state=random_state).fit(usable)
