@@ -10,7 +10,7 @@ from .core.colors import quality_rgba
 QUALITY_COLUMNS = (("iou_adj_pred", False), ("p_iou0", True), ("iou_adj", False), ("E", True))
 _COLUMN_TITLES = {
     "iou_adj_pred": "predicted IoU_adj (meta model)",
-    "p_iou0": "P(IoU_adj > 0) (meta classifier)",
+    "p_iou0": "P(IoU_adj = 0) (meta classifier)",
     "iou_adj": "true IoU_adj (ground truth)",
     "E": "1 - mean entropy (no GT, no model)",
 }

@@ -41,108 +41,103 @@ def save(viewer, path):
     print(path, Path(path).stat().st_size // 1024, "KiB")
 
 
-def main(out="docs"):
+#: The window size of every screenshot: a laptop screen.
+SCREEN = (1366, 768)
+
+
+def _viewer(sample=None, run=True):
+    """A viewer of SCREEN size with the MetaSeg dock (the demo's state); returns (viewer, dock)."""
     import napari
-    from qtpy.QtWidgets import QApplication
 
     from napari_metaseg.__main__ import populate_demo
+    from napari_metaseg._widgets.dock import MetaSegDock
 
+    viewer = napari.Viewer(title="napari-metaseg", show=True)
+    viewer.window._qt_window.resize(*SCREEN)
+    analysis = populate_demo(viewer, sample=sample, run=run)
+    dock = analysis
+    while not isinstance(dock, MetaSegDock):
+        dock = dock.parentWidget()
+    return viewer, dock
+
+
+def settle(app, n=20):
+    for _ in range(n):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main(out="docs"):
+    import os
+    import tempfile
+
+    from qtpy.QtWidgets import QApplication
+
+    os.environ["NAPARI_METASEG_REVIEW_DIR"] = tempfile.mkdtemp()  # not the user's own reviews
     app = QApplication.instance() or QApplication(sys.argv)
-    for sample, name in (("nuclei2d", "gui_nuclei_2d.png"), ("brain3d", "gui_brain_3d.png")):
-        viewer = napari.Viewer(title="napari-metaseg", show=True)
-        viewer.window._qt_window.resize(1400, 900)
-        widget = populate_demo(viewer, sample=sample)
-        wait(app, widget)
-        seg = viewer.layers["segments"]
-        seg.opacity = 0.6 if sample == "nuclei2d" else 0.7
-        if sample == "nuclei2d":
-            bad = seg.features.query("`class` == 1").sort_values("iou_adj").iloc[0]
-            widget.select_row(widget.model.row_of("index", int(bad["index"])))
-            viewer.reset_view()
-        for _ in range(20):
-            app.processEvents()
-            time.sleep(0.02)
-        save(viewer, Path(out) / name)
-        viewer.close()
+    nuclei(app, out)
+    brain_axial(app, out)
+    review_queue(app, out)
     meta_panel(app, out)
 
 
-def meta_panel(app, out="docs"):
-    """The meta-model panel on the nuclei sample: trained, evaluated, applied (IoU_adj plot shown)."""
-    import napari
-
-    from napari_metaseg.__main__ import populate_demo
-
-    viewer = napari.Viewer(title="napari-metaseg", show=True)
-    viewer.window._qt_window.resize(1400, 1100)
-    analysis = populate_demo(viewer, sample="nuclei2d")
-    wait(app, analysis)
-    from qtpy.QtWidgets import QDockWidget
-
-    analysis_dock = analysis
-    while not isinstance(analysis_dock, QDockWidget):
-        analysis_dock = analysis_dock.parentWidget()
-    meta_dock, meta = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg meta model")
-    qt_window = viewer.window._qt_window
-    qt_window.tabifyDockWidget(analysis_dock, meta_dock)
-    meta.form.min_interior.value = 0  # the nuclei case has few IoU_adj = 0 segments with interior
-    meta.train()
-    wait(app, meta)
-    meta.apply_to_current()
-    viewer.layers["segments"].opacity = 0.6
-    app.processEvents()
-    meta_dock.raise_()
-    meta.plot_tabs.setCurrentIndex(1)  # predicted vs true IoU_adj
-    from qtpy.QtCore import Qt
-
-    qt_window.resizeDocks([meta_dock], [560], Qt.Horizontal)
+def nuclei(app, out="docs"):
+    """The nuclei sample analysed (true IoU_adj), the worst nucleus selected in the table."""
+    viewer, dock = _viewer("nuclei2d")
+    wait(app, dock.analysis)
+    dock.analysis.select_row(0)  # the table opens worst first
     viewer.reset_view()
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.02)
-    save(viewer, Path(out) / "gui_meta_panel.png")
+    settle(app)
+    save(viewer, Path(out) / "gui_nuclei_2d.png")
+    viewer.close()
+
+
+def brain_axial(app, out="docs"):
+    """The brain sample in the axial radiological view, coloured by the sample model's prediction,
+    with the legend on the canvas and the worst segment of the table selected."""
+    viewer, dock = _viewer("brain3d")
+    wait(app, dock.analysis)
+    dock.review.load_sample_model()  # the session's model: the segments are recoloured at once
+    dock.analysis.select_row(0)
+    settle(app)
+    save(viewer, Path(out) / "gui_brain_axial.png")
     viewer.close()
 
 
 def review_queue(app, out="docs"):
-    """The label-error review queue on the brain sample: sample model, proposals found, three
-    decisions made, a proposal highlighted on its slice (sidecar in a temporary folder)."""
-    import os
-    import tempfile
-
-    import napari
-    from qtpy.QtCore import Qt
-
-    from napari_metaseg.__main__ import axial_view
-
-    os.environ["NAPARI_METASEG_REVIEW_DIR"] = tempfile.mkdtemp()  # not the user's own reviews
-    viewer = napari.Viewer(title="napari-metaseg", show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    viewer.open_sample("napari-metaseg", "brain3d")
-    axial_view(viewer)
-    viewer.layers["brain ground truth"].visible = True
-    dock, panel = viewer.window.add_plugin_dock_widget("napari-metaseg", "Label-error review")
+    """The Review tab on the brain sample: sample model, proposals found, four decisions made, a
+    proposal shown in its plane with the GT in paint mode on the proposed label."""
+    viewer, dock = _viewer("brain3d")
+    wait(app, dock.analysis)
+    panel = dock.show_tab("review")
     panel.load_sample_model()
     panel.find()
     wait(app, panel)
     for decision in ("label_error", "not_error", "unsure", "not_error"):
         panel.decide(decision)
-    # show the next undecided proposal big enough to see at this zoom (>= 20 voxels; the panel
-    # already leaves out proposals under 10 voxels), else the largest of the top 50
     props = panel.store.proposals
     big = [p for p in props if not p["decision"] and p["size"] >= 20]
     pick = big[0] if big else max(props[:50], key=lambda p: p["size"])
     panel.go_to(pick["id"])
     print(f"shown: proposal #{pick['id']} ({pick['kind']}, class {pick['class']}, "
           f"{pick['size']} voxels, slice {pick.get('slice')}, score {pick['score']:.3f})")
-    viewer.window._qt_window.resizeDocks([dock], [560], Qt.Horizontal)
-    cam = camera(viewer)
-    cam.zoom *= 1.3
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.02)
+    camera(viewer).zoom *= 1.5
+    settle(app)
     save(viewer, Path(out) / "gui_review_queue.png")
     print(panel.status.text())
+    viewer.close()
+
+
+def meta_panel(app, out="docs"):
+    """The Model tab on the nuclei sample: trained and evaluated (ROC plot), applied at once."""
+    viewer, dock = _viewer("nuclei2d")
+    wait(app, dock.analysis)
+    meta = dock.show_tab("meta")
+    meta.form.min_interior.value = 0
+    meta.train()
+    wait(app, meta)
+    settle(app)
+    save(viewer, Path(out) / "gui_meta_panel.png")
     viewer.close()
 
 
@@ -154,7 +149,6 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     import time as _time
 
     import napari
-    from qtpy.QtCore import Qt
 
     from napari_metaseg._widgets._session import session_for
     from napari_metaseg._widgets.meta import dataset_path
@@ -181,9 +175,10 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
         (tmp / "cases" / "sub-02" / name).symlink_to((data / "sub-02" / name).resolve())
 
     viewer = napari.Viewer(title="napari-metaseg", show=True)
-    viewer.window._qt_window.resize(1800, 1000)
+    viewer.window._qt_window.resize(*SCREEN)
     session_for(viewer).set_models(clf, reg, str(model))
-    dock, panel = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg active learning")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
+    panel = dock.show_tab("active_learning")
     panel.form.inputs.value = str(tmp / "cases")
     panel.form.mode.value = "slices"
     t0 = _time.perf_counter()
@@ -194,8 +189,8 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     print(panel.shown_table().head(5).to_string(index=False))
     # the top-ranked slice: T1, predicted labels (argmax; the softmax layer stays hidden)
     panel.open_row(0)
-    viewer.layers["sub-02 prediction"].opacity = 0.6
-    viewer.window._qt_window.resizeDocks([dock], [620], Qt.Horizontal)
+    wait(app, dock.analysis)  # the opened slice arrives with its quality overlay
+    viewer.layers["sub-02 prediction"].visible = False
     panel.table_view.selectRow(0)
     viewer.reset_view()
     # zoom onto the slice's predicted foreground: what the ranking rated
@@ -218,10 +213,12 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("active_learning", "review_queue"):
+    funcs = {"active_learning": active_learning_panel, "review_queue": review_queue, "nuclei": nuclei,
+             "brain_axial": brain_axial, "meta_panel": meta_panel}
+    if len(sys.argv) > 1 and sys.argv[1] in funcs:
         from qtpy.QtWidgets import QApplication
 
-        func = active_learning_panel if sys.argv[1] == "active_learning" else review_queue
+        func = funcs[sys.argv[1]]
         func(QApplication.instance() or QApplication(sys.argv), *sys.argv[2:])
     else:
         main(*sys.argv[1:])
