@@ -255,3 +255,18 @@ def test_rank_keeps_going_past_a_broken_case_and_lists_it(measured, tmp_path):
     # the panel's models (objects) rank exactly like the CLI's model file
     same = drain(wf.rank(cases, wf.load_model(model), wf.case_settings()))
     pd.testing.assert_frame_equal(same.ranking, result.ranking)
+
+
+def test_too_few_segments_says_what_would_give_more():
+    """3D segments of a small volume are few: the error names slice-wise mode and min interior 0."""
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1, 1], size=(6, 6, 4)).astype(np.float32)
+    p[..., 0] = np.where(np.arange(6)[:, None, None] < 3, 0.9, 0.1)
+    p[..., 1] = 1 - p[..., 0]
+    gt = (p[..., 1] > 0.5).astype(np.uint8)
+    analysis = drain(wf.analyse(p, gt, mode="3d", heatmaps=()))
+    assert len(analysis.table) < 10
+    with pytest.raises(ValueError) as err:
+        drain(wf.train(current=("vol", analysis.table, analysis.segmentation), n_splits=0))
+    msg = str(err.value)
+    assert "usable segments" in msg and "slice by slice" in msg and "min interior to 0 (now 1" in msg
