@@ -11,8 +11,16 @@ deb_pkgs="xvfb xauth libgl1 libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-ic
  libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0
  libxcb-cursor0 libdbus-1-3 libfontconfig1"
 need_libs() {
-  ! command -v xvfb-run >/dev/null 2>&1 || ! ldconfig -p | grep -q libxkbcommon-x11 \
-    || ! ldconfig -p | grep -q libxcb-icccm || ! ldconfig -p | grep -q libEGL
+  # ldconfig's list is captured once: piping it into `grep -q` under pipefail fails at random
+  # (grep exits at the first match, ldconfig dies of SIGPIPE, the pipeline reports 141)
+  command -v xvfb-run >/dev/null 2>&1 || return 0
+  local libs
+  libs="$(ldconfig -p 2>/dev/null || true)"
+  local lib
+  for lib in libxkbcommon-x11 libxcb-icccm libEGL; do
+    case "$libs" in *"$lib"*) ;; *) return 0 ;; esac
+  done
+  return 1
 }
 if need_libs && command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then sudo_cmd=""; elif sudo -n true 2>/dev/null; then sudo_cmd="sudo -n"; else sudo_cmd=none; fi

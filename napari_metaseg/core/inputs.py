@@ -10,7 +10,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from .parallel import bounds, run_chunks
 
 __all__ = ["as_probabilities", "check_ground_truth", "check_ignore_index"]
 
@@ -33,82 +35,73 @@ _ABS_MASK = 0x7FFFFFFF
 _INT32_MAX = 0x7FFFFFFF
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _row_stats(a, pred):
-    """One pass over an (n, q) float32 array: checks, value range, class-sum range, argmax.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _row_stats(a, pred, ch, nchunks, istats, fstats):
+    """Chunk ``ch`` of ``nchunks`` of one pass over an (n, q) float32 array: checks, value range,
+    class-sum range, argmax.
 
-    Returns ``(non-finite count, largest |negative| bits, smallest non-negative bits, largest
-    non-negative bits, smallest class sum, largest class sum, pixels with class sum <= 0)``.
-    The value checks run on the int32 bit patterns (exponent all ones = NaN/inf; for
-    non-negative floats integer order is float order), so they vectorise without fast-math.
-    The argmax (ties to the lower class, like ``np.argmax``) is written to ``pred``; it does not
-    change under the renormalisation or softmax applied afterwards, so no second pass is needed.
+    Writes ``istats[ch] = (non-finite count, largest |negative| bits, smallest non-negative bits,
+    largest non-negative bits, pixels with class sum <= 0)`` and ``fstats[ch] = (smallest class
+    sum, largest class sum)``. The value checks run on the int32 bit patterns (exponent all ones
+    = NaN/inf; for non-negative floats integer order is float order), so they vectorise without
+    fast-math. The argmax (ties to the lower class, like ``np.argmax``) is written to ``pred``; it
+    does not change under the renormalisation or softmax applied afterwards, so no second pass is
+    needed.
     """
     n, q = a.shape
     flat = a.reshape(-1)
     bits = flat.view(np.int32)
     nblocks = (n + _VBLOCK - 1) // _VBLOCK
-    nchunks = min(nblocks, 64)
-    nonfinite = np.zeros(nchunks, np.int64)
-    negmag = np.zeros(nchunks, np.int32)
-    posmin = np.full(nchunks, _INT32_MAX, np.int32)
-    posmax = np.zeros(nchunks, np.int32)
-    smin = np.full(nchunks, np.inf)
-    smax = np.full(nchunks, -np.inf)
-    zero_rows = np.zeros(nchunks, np.int64)
-    for ch in prange(nchunks):
-        tr = np.empty(_VSTRIDE * q, np.float32)
-        sums = np.empty(_VBLOCK, np.float32)
-        best = np.empty(_VBLOCK, np.float32)
-        arg = np.empty(_VBLOCK, np.int32)
-        nf = 0
-        negm = np.int32(0)
-        pmin = np.int32(_INT32_MAX)
-        pmax = np.int32(0)
-        lsmin = np.inf
-        lsmax = -np.inf
-        zr = 0
-        for blk in range(ch * nblocks // nchunks, (ch + 1) * nblocks // nchunks):
-            lo = blk * _VBLOCK
-            w = min(n, lo + _VBLOCK) - lo
-            for k in range(lo * q, (lo + w) * q):
-                b = bits[k]
-                nf += (b & _EXP_MASK) == _EXP_MASK
-                neg = b < 0
-                negm = max(negm, np.int32(b & _ABS_MASK) if neg else np.int32(0))
-                pmin = min(pmin, np.int32(_INT32_MAX) if neg else b)
-                pmax = max(pmax, b)
+    tr = np.empty(_VSTRIDE * q, np.float32)
+    sums = np.empty(_VBLOCK, np.float32)
+    best = np.empty(_VBLOCK, np.float32)
+    arg = np.empty(_VBLOCK, np.int32)
+    nf = 0
+    negm = np.int32(0)
+    pmin = np.int32(_INT32_MAX)
+    pmax = np.int32(0)
+    lsmin = np.inf
+    lsmax = -np.inf
+    zr = 0
+    for blk in range(ch * nblocks // nchunks, (ch + 1) * nblocks // nchunks):
+        lo = blk * _VBLOCK
+        w = min(n, lo + _VBLOCK) - lo
+        for k in range(lo * q, (lo + w) * q):
+            b = bits[k]
+            nf += (b & _EXP_MASK) == _EXP_MASK
+            neg = b < 0
+            negm = max(negm, np.int32(b & _ABS_MASK) if neg else np.int32(0))
+            pmin = min(pmin, np.int32(_INT32_MAX) if neg else b)
+            pmax = max(pmax, b)
+        for j in range(w):
+            src = (lo + j) * q
+            for c in range(q):
+                tr[c * _VSTRIDE + j] = flat[src + c]
+        for j in range(w):
+            best[j] = tr[j]
+            sums[j] = tr[j]
+            arg[j] = 0
+        for c in range(1, q):
+            off = c * _VSTRIDE
             for j in range(w):
-                src = (lo + j) * q
-                for c in range(q):
-                    tr[c * _VSTRIDE + j] = flat[src + c]
-            for j in range(w):
-                best[j] = tr[j]
-                sums[j] = tr[j]
-                arg[j] = 0
-            for c in range(1, q):
-                off = c * _VSTRIDE
-                for j in range(w):
-                    v = tr[off + j]
-                    sums[j] += v
-                    better = v > best[j]
-                    best[j] = v if better else best[j]
-                    arg[j] = c if better else arg[j]
-            for j in range(w):
-                pred[lo + j] = arg[j]
-                sj = np.float64(sums[j])
-                lsmin = min(lsmin, sj)
-                lsmax = max(lsmax, sj)
-                zr += sj <= 0.0
-        nonfinite[ch] = nf
-        negmag[ch] = negm
-        posmin[ch] = pmin
-        posmax[ch] = pmax
-        smin[ch] = lsmin
-        smax[ch] = lsmax
-        zero_rows[ch] = zr
-    return (nonfinite.sum(), negmag.max(), posmin.min(), posmax.max(), smin.min(), smax.max(),
-            zero_rows.sum())
+                v = tr[off + j]
+                sums[j] += v
+                better = v > best[j]
+                best[j] = v if better else best[j]
+                arg[j] = c if better else arg[j]
+        for j in range(w):
+            pred[lo + j] = arg[j]
+            sj = np.float64(sums[j])
+            lsmin = min(lsmin, sj)
+            lsmax = max(lsmax, sj)
+            zr += sj <= 0.0
+    istats[ch, 0] = nf
+    istats[ch, 1] = negm
+    istats[ch, 2] = pmin
+    istats[ch, 3] = pmax
+    istats[ch, 4] = zr
+    fstats[ch, 0] = lsmin
+    fstats[ch, 1] = lsmax
 
 
 def readonly(a):
@@ -128,18 +121,26 @@ def _bits_to_float(b):
 
 
 def _value_stats(flat, pred):
-    """``_row_stats`` with the bit-level extremes turned back into floats."""
-    nonfinite, negmag, posmin, posmax, smin, smax, zero_rows = _row_stats(readonly(flat), pred)
+    """:func:`_row_stats` over all chunks, in threads, with the bit-level extremes turned back
+    into floats."""
+    nchunks = max(1, min(-(-flat.shape[0] // _VBLOCK), 64))
+    istats = np.empty((nchunks, 5), np.int64)
+    fstats = np.empty((nchunks, 2), np.float64)
+    a = readonly(flat)
+    run_chunks(lambda ch: _row_stats(a, pred, ch, nchunks, istats, fstats), nchunks)
+    nonfinite, zero_rows = istats[:, 0].sum(), istats[:, 4].sum()
+    negmag, posmin, posmax = istats[:, 1].max(), istats[:, 2].min(), istats[:, 3].max()
+    smin, smax = fstats[:, 0].min(), fstats[:, 1].max()
     vmin = -_bits_to_float(negmag) if negmag > 0 else _bits_to_float(posmin)
     vmax = _bits_to_float(posmax) if posmin != _INT32_MAX else -_bits_to_float(negmag)
     return int(nonfinite), vmin, vmax, float(smin), float(smax), int(zero_rows)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _renormalise(a, out):
-    """Clip float noise below 0 and divide every row by its sum."""
-    n, q = a.shape
-    for i in prange(n):
+@njit(cache=True, nogil=True)
+def _renormalise(a, out, lo, hi):
+    """Clip float noise below 0 and divide every row ``lo .. hi-1`` by its sum."""
+    q = a.shape[1]
+    for i in range(lo, hi):
         s = 0.0
         for c in range(q):
             s += max(a[i, c], 0.0)
@@ -148,10 +149,11 @@ def _renormalise(a, out):
             out[i, c] = max(a[i, c], 0.0) * inv
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _softmax(a, out):
-    n, q = a.shape
-    for i in prange(n):
+@njit(cache=True, nogil=True)
+def _softmax(a, out, lo, hi):
+    """Softmax of every row ``lo .. hi-1``."""
+    q = a.shape[1]
+    for i in range(lo, hi):
         m = a[i, 0]
         for c in range(1, q):
             m = max(m, a[i, c])
@@ -177,6 +179,14 @@ def _count_bad_ids(g, q, ignore, has_ignore):
             lo = min(lo, v)
             hi = max(hi, v)
     return n_bad, lo, hi
+
+
+def _rowwise(kernel, a, out):
+    """``kernel(a, out, lo, hi)`` over all rows of ``a``, in threads."""
+    n = a.shape[0]
+    nchunks = max(1, min(64, n // 4096))
+    a = readonly(a)
+    run_chunks(lambda ch: kernel(a, out, *bounds(n, nchunks, ch)), nchunks)
 
 
 def _pred_dtype(q):
@@ -268,7 +278,7 @@ def _canonical(x, *, class_axis, sample_axis, scale, name):
             stacklevel=3,
         )
         out = a if owned else np.empty_like(a)
-        _softmax(flat, out.reshape(-1, q))
+        _rowwise(_softmax, flat, out.reshape(-1, q))
         return out, pred
     if zero_rows:
         raise ValueError(
@@ -293,7 +303,7 @@ def _canonical(x, *, class_axis, sample_axis, scale, name):
             stacklevel=3,
         )
     out = a if owned else np.empty_like(a)
-    _renormalise(flat, out.reshape(-1, q))
+    _rowwise(_renormalise, flat, out.reshape(-1, q))
     return out, pred
 
 

@@ -412,11 +412,12 @@ class MetaDataset:
         if fmt == "parquet":
             _require_pyarrow()
         # a full disk or a crash leaves the previous file, never a truncated one that still parses
+        if fmt == "csv":  # case names are user text: no cell may start a spreadsheet formula
+            from .csv_safe import write_csv
+
+            return write_csv(table, path)
         with atomic_path(path) as tmp:
-            if fmt == "parquet":
-                table.to_parquet(tmp, index=False)
-            else:
-                table.to_csv(tmp, index=False)
+            table.to_parquet(tmp, index=False)
         return path
 
     @classmethod
@@ -457,8 +458,10 @@ class MetaDataset:
             _require_pyarrow()
             table = pd.read_parquet(path)
         else:
-            table = pd.read_csv(path, dtype={"case": str}, keep_default_na=False,
-                                na_values=["", "NaN", "nan"])
+            from .csv_safe import unescape_frame
+
+            table = unescape_frame(pd.read_csv(path, dtype={"case": str}, keep_default_na=False,
+                                               na_values=["", "NaN", "nan"]))
         return cls.from_table(table, min_interior=min_interior)
 
 

@@ -63,10 +63,13 @@ def read_limited(path, *, max_bytes: int) -> bytes:
     if size > max_bytes:
         raise JSONLimitError(f"the file has {_mib(size)}, more than the {_mib(max_bytes)} this reader "
                              "accepts")
-    with open(path, "rb") as f:
-        raw = f.read(max_bytes + 1)
-    if len(raw) > max_bytes:  # grew while being read
-        raise JSONLimitError(f"the file has more than the {_mib(max_bytes)} this reader accepts")
+    buf = io.BytesIO()
+    with open(path, "rb") as f:  # in chunks: f.read(n) would allocate n bytes at once
+        while chunk := f.read(_CHUNK):
+            buf.write(chunk)
+            if buf.tell() > max_bytes:  # grew while being read
+                raise JSONLimitError(f"the file has more than the {_mib(max_bytes)} this reader accepts")
+    raw = buf.getvalue()
     if raw[:2] != b"\x1f\x8b":
         return raw
     return _gunzip_limited(raw, max_bytes=max_bytes)
@@ -102,6 +105,44 @@ def _parse_float(text: str) -> float:
     if not math.isfinite(value):
         raise JSONLimitError(f"the number {text[:24]} is too large for a 64-bit float")
     return value
+
+
+class _BadNumber:
+    """Stands for a refused number in the second, locating parse (see :func:`load_json_bytes`)."""
+
+    def __init__(self, problem):
+        self.problem = problem
+
+
+def _mark_int(text):
+    try:
+        return _parse_int(text)
+    except JSONLimitError as exc:
+        return _BadNumber(str(exc))
+
+
+def _mark_float(text):
+    try:
+        return _parse_float(text)
+    except JSONLimitError as exc:
+        return _BadNumber(str(exc))
+
+
+def _locate_bad_number(text: str) -> str | None:
+    """``"<path>: <problem>"`` of the first refused number of ``text`` (which is valid JSON)."""
+    try:
+        doc = json.loads(text, parse_int=_mark_int, parse_float=_mark_float,
+                         parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+    stack = [(doc, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, _BadNumber):
+            return f"{where or 'the document'}: {node.problem}"
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(list(items)))
+    return None
 
 
 def _reject_constant(name: str):
@@ -143,6 +184,11 @@ def load_json_bytes(raw: bytes, *, max_depth: int):
         raise JSONLimitError(f"lists/objects are nested more than {max_depth} levels deep") from None
     except json.JSONDecodeError as exc:
         raise JSONLimitError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except JSONLimitError as exc:
+        if "JSON" in str(exc):
+            raise
+        where = _locate_bad_number(text)  # a second parse, only to say where the number is
+        raise JSONLimitError(where or str(exc)) from None
     check_depth(doc, max_depth)
     return doc
 

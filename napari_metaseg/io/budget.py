@@ -18,6 +18,11 @@ The budget, in bytes, is the first of:
 
 The budget applies to each file as stored (the sum over the arrays of an ``.npz``), not to the
 float32 copies made from it later.
+
+Independently of the budget, a claim is refused when the file cannot hold it
+(:func:`check_stored`): an uncompressed file must be at least as long as its data, and deflate
+(gzip, zip, PNG) expands at most :data:`MAX_DEFLATE_RATIO` times, so a 68-byte ``.nii.gz``
+cannot hold 3.2 GB whatever the budget.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ENV_MAX_BYTES", "InputTooLargeError", "check_claim", "describe_error", "format_bytes",
-           "input_budget", "read_npy", "read_npz"]
+__all__ = ["ENV_MAX_BYTES", "MAX_DEFLATE_RATIO", "InputTooLargeError", "check_claim", "check_stored",
+           "describe_error", "format_bytes", "input_budget", "read_npy", "read_npz"]
 
 #: Environment variable overriding the input budget (bytes; ``K``/``M``/``G``/``T`` suffixes).
 ENV_MAX_BYTES = "NAPARI_METASEG_MAX_BYTES"
@@ -39,6 +44,8 @@ ENV_MAX_BYTES = "NAPARI_METASEG_MAX_BYTES"
 MIN_DEFAULT = 64 * 2**20
 #: Budget when the available memory cannot be read.
 FALLBACK = 4 * 2**30
+#: Largest expansion of deflate (gzip, zip, PNG): one 258-byte match per 2 bits at best, ~1032:1.
+MAX_DEFLATE_RATIO = 1032
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _CHUNK = 1 << 22
 
@@ -178,6 +185,43 @@ def _check(shape, dtype, what, budget, origin, already=0):
     return nbytes
 
 
+def check_stored(nbytes: int, stored: int, *, what: str, compressed: bool) -> None:
+    """Refuse a claim of ``nbytes`` of data that ``stored`` bytes of file cannot hold.
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes of data the header claims.
+    stored : int
+        Bytes of the file (or member) that hold them: the data part of an uncompressed file, the
+        compressed size of a deflated one.
+    what : str
+        Names the file in the message.
+    compressed : bool
+        Deflated data (gzip, zip, PNG): at most :data:`MAX_DEFLATE_RATIO` times ``stored``.
+
+    Raises
+    ------
+    ValueError
+        The file is truncated, or its header was crafted; nothing is allocated.
+
+    Examples
+    --------
+    >>> check_stored(3_200_000_000, 68, what="bomb.nii.gz", compressed=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: bomb.nii.gz claims 3.0 GiB (3200000000 bytes) of data, but its 68 bytes cannot ...
+    """
+    if compressed:
+        if nbytes > stored * MAX_DEFLATE_RATIO + 4096:
+            raise ValueError(f"{what} claims {format_bytes(nbytes)} of data, but its {format_bytes(stored)} "
+                             f"cannot hold that much even at deflate's best ratio ({MAX_DEFLATE_RATIO}:1): "
+                             "the file is truncated or crafted; nothing was read")
+    elif nbytes > stored:
+        raise ValueError(f"{what} claims {format_bytes(nbytes)} of data but holds {format_bytes(stored)}: "
+                         "the file is truncated or crafted; nothing was read")
+
+
 # ============================================================================================
 # .npy and .npz with the budget
 # ============================================================================================
@@ -233,6 +277,7 @@ def read_npy(path, *, max_bytes=None) -> np.ndarray:
     with open(path, "rb") as f:
         shape, fortran, dtype = _npy_header(f, what)
         nbytes = check_claim(shape, dtype, what=what, max_bytes=max_bytes)
+        check_stored(nbytes, os.fstat(f.fileno()).st_size - f.tell(), what=what, compressed=False)
         arr = np.empty(shape, dtype, order="F" if fortran else "C")
         _fill(f, arr, what, nbytes)
     return arr
@@ -283,6 +328,11 @@ def read_npz(path, *, max_bytes=None) -> list:
                     shape, fortran, dtype = _npy_header(f, what)
                     nbytes = _check(shape, dtype, what, budget, origin, claimed)
                     claimed += nbytes
+                    header = f.tell() if f.seekable() else 0
+                    # the member's declared size, and what its compressed bytes can expand to
+                    check_stored(nbytes, info.file_size - header, what=what, compressed=False)
+                    check_stored(nbytes, info.compress_size, what=what,
+                                 compressed=info.compress_type != zipfile.ZIP_STORED)
                     arr = np.empty(shape, dtype, order="F" if fortran else "C")
                     _fill(f, arr, what, nbytes)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError,

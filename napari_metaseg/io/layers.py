@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.inputs import as_probabilities
-from .budget import check_claim, describe_error, read_npy, read_npz
+from .budget import check_claim, check_stored, describe_error, read_npy, read_npz
 
 __all__ = ["KINDS", "NIFTI_SUFFIXES", "SUFFIXES", "guess_kind", "read_layers", "suffix_of",
            "wrong_kind_message"]
@@ -288,6 +288,22 @@ def _read_nifti_layer(path, kind, max_bytes=None):
                      translate=tuple(translate.tolist()), extra_meta=extra)
 
 
+#: Samples per pixel of each PNG colour type (a palette may be expanded to RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
+
+
+def _png_claim(path):
+    """``(shape, dtype)`` that a PNG file's IHDR claims, or None when it has no valid one."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(33)
+    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None  # not a PNG: the decoder says so
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    return (height, width, _PNG_CHANNELS.get(colour, 4)), np.uint16 if depth == 16 else np.uint8
+
+
 def _read_array_file(path, suffix, max_bytes=None):
     """``[(name, array)]`` of a numpy, TIFF or PNG file; every header is checked against the
     input budget (:mod:`napari_metaseg.io.budget`) before the data is read."""
@@ -312,7 +328,10 @@ def _read_array_file(path, suffix, max_bytes=None):
         try:
             with tifffile.TiffFile(str(path)) as tif:
                 series = tif.series[0]
-                check_claim(series.shape, series.dtype, what=f"{path} (TIFF header)", max_bytes=max_bytes)
+                what = f"{path} (TIFF header)"
+                nbytes = check_claim(series.shape, series.dtype, what=what, max_bytes=max_bytes)
+                if all(page.compression == 1 for page in tif.pages):  # uncompressed: the file holds it all
+                    check_stored(nbytes, Path(str(path)).stat().st_size, what=what, compressed=False)
                 arr = series.asarray()
         except InputTooLargeError:
             raise
@@ -320,16 +339,15 @@ def _read_array_file(path, suffix, max_bytes=None):
             raise ValueError(f"cannot read {path} as TIFF: {describe_error(exc)}") from exc
         return [(Path(str(path)).stem, arr)]
     if suffix == ".png":
-        from PIL import Image
         from skimage.io import imread
 
         try:
-            with Image.open(str(path)) as im:  # reads the header only
-                # a palette image may be expanded to RGBA; 16-bit and 32-bit modes hold wider values
-                bands = 4 if im.mode in ("P", "PA") else len(im.getbands())
-                dtype = np.uint16 if "16" in im.mode else np.uint32 if im.mode in ("I", "F") else np.uint8
-                check_claim((im.height, im.width, bands), dtype, what=f"{path} (PNG header)",
-                            max_bytes=max_bytes)
+            claim = _png_claim(path)
+            if claim is not None:
+                what = f"{path} (PNG header)"
+                nbytes = check_claim(*claim, what=what, max_bytes=max_bytes)
+                check_stored(nbytes // 4, Path(str(path)).stat().st_size, what=what,  # palette: 4x
+                             compressed=True)
             arr = imread(str(path))
         except InputTooLargeError:
             raise

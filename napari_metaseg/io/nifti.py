@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..core.inputs import as_probabilities
-from .budget import check_claim, describe_error
+from .budget import check_claim, check_stored, describe_error
 
 
 def load_nifti(path, *, max_bytes=None):
     """Open a NIfTI file and read its stored (unscaled) array within the input budget.
 
     The header's shape and data type are checked against the budget
-    (:func:`napari_metaseg.io.budget.check_claim`) before any voxel is read, so a tiny file
-    claiming gigabytes is refused without allocating them.
+    (:func:`napari_metaseg.io.budget.check_claim`) and against what the file can hold
+    (:func:`~napari_metaseg.io.budget.check_stored`: a ``.nii`` must be that long, a ``.nii.gz``
+    cannot expand more than deflate allows) before any voxel is read, so a tiny file claiming
+    gigabytes is refused without allocating them, whatever the budget.
 
     Parameters
     ----------
@@ -48,7 +52,13 @@ def load_nifti(path, *, max_bytes=None):
         shape, dtype = img.shape, img.get_data_dtype()
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise ValueError(f"cannot read {path} as NIfTI: {describe_error(exc)}") from exc
-    check_claim(shape, dtype, what=f"{path} (NIfTI header)", max_bytes=max_bytes)
+    what = f"{path} (NIfTI header)"
+    nbytes = check_claim(shape, dtype, what=what, max_bytes=max_bytes)
+    size = os.stat(path).st_size
+    if str(path).lower().endswith(".gz"):
+        check_stored(nbytes, size, what=what, compressed=True)
+    else:
+        check_stored(nbytes, size - int(getattr(img.dataobj, "offset", 0)), what=what, compressed=False)
     try:
         slope, inter = img.dataobj.slope, img.dataobj.inter
         raw = np.asanyarray(img.dataobj.get_unscaled())

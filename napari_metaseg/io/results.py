@@ -89,12 +89,14 @@ def write_failed_csv(path, failures) -> Path:
     --------
     >>> write_failed_csv("out/failed.csv", [("b", "ValueError: 3 NaN values")])  # doctest: +SKIP
     """
+    from ..core.csv_safe import escape_row
+
     path = Path(path)
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["case", "error"])
-        for case, error in failures:
-            w.writerow([case, error])
+        for case, error in failures:  # user text: no cell may start a spreadsheet formula
+            w.writerow(escape_row([str(case), str(error)]))
     return path
 
 

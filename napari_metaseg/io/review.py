@@ -665,7 +665,11 @@ class ReviewStore:
         return Path(path)
 
     def export_csv(self, path) -> Path:
-        """Write one row per proposal (``bbox``/``centroid`` as space-separated numbers)."""
+        """Write one row per proposal (``bbox``/``centroid`` as space-separated numbers); text that
+        a spreadsheet would run as a formula (a note ``=...``) gets a leading ``'``
+        (:mod:`napari_metaseg.core.csv_safe`)."""
+        from ..core.csv_safe import escape_cell
+
         cols = ["id", *PROPOSAL_FIELDS, "decision", "note", "decided_at"]
         path = Path(path)
         with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
@@ -677,6 +681,8 @@ class ReviewStore:
                     v = p.get(c)
                     if isinstance(v, list):
                         v = " ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+                    else:  # notes and case names are user text: never a spreadsheet formula
+                        v = escape_cell(v)
                     row.append("" if v is None else v)
                 w.writerow(row)
         return path
