@@ -18,8 +18,12 @@ save / load a model    :func:`save_model`, :func:`load_model`      every panel, 
 rank cases             :func:`rank` (:func:`rank_task`)            active-learning panel, ``rank``
 find label errors      :func:`find_in_case`, :func:`label_errors`  review panel, ``label-errors``
 report                 :func:`report`                              ``report``
+warm the engine        :func:`warm_up_engine`                      panels, case commands
 OoD regions            :func:`find_ood`; over files :func:`ood_cases`  OoD panel, ``ood``
 train a region model   :func:`train_regions`                       ``train`` on region tables
+evaluation scores      :func:`scores` (:func:`scores_task`)        ``scores``
+image quality          :func:`image_rows`, :func:`train_quality`   ``quality``
+voxel error detection  :func:`error_detection`                     (benchmarks)
 =====================  ==========================================  ==============================
 
 ``docs/maintainers.md`` explains the layers and how to add a job.
@@ -53,17 +57,38 @@ from .models import (
     train,
 )
 from .ood import OodResult, OodRun, find_ood, ood_cases, ood_task, train_regions
+from .quality import (
+    ImageRows,
+    QualityEvaluation,
+    QualityModel,
+    ScoresResult,
+    error_detection,
+    evaluate_quality_rows,
+    image_rows,
+    load_quality_model,
+    predict_quality,
+    save_quality_model,
+    scores,
+    scores_task,
+    train_quality,
+)
 from .rank import RankResult, rank, rank_task
 from .report import report
+from .warmup import WARM_UP_STAGE, warm_up_engine
 
 __all__ = [
+    "WARM_UP_STAGE",
     "Analysis",
+    "ImageRows",
     "LabelErrorsResult",
     "MetaModels",
     "OodResult",
     "OodRun",
+    "QualityEvaluation",
+    "QualityModel",
     "RankResult",
     "RunSummary",
+    "ScoresResult",
     "TrainResult",
     "analyse",
     "case_settings",
@@ -72,11 +97,15 @@ __all__ = [
     "collect_dataset",
     "dataset_path",
     "drain",
+    "error_detection",
+    "evaluate_quality_rows",
     "find_in_case",
     "find_ood",
+    "image_rows",
     "label_errors",
     "label_errors_task",
     "load_model",
+    "load_quality_model",
     "measure_cases",
     "measure_file",
     "metrics_task",
@@ -84,6 +113,7 @@ __all__ = [
     "ood_task",
     "over_cases",
     "predict_cases",
+    "predict_quality",
     "predict_task",
     "rank",
     "rank_task",
@@ -93,7 +123,12 @@ __all__ = [
     "rescaled",
     "resolve_split",
     "save_model",
+    "save_quality_model",
+    "scores",
+    "scores_task",
     "train",
+    "train_quality",
     "train_regions",
     "warm_up",
+    "warm_up_engine",
 ]
