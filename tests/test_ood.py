@@ -406,5 +406,7 @@ def test_pixel_scores_mask_and_degenerate_cases():
     assert got["auroc"].iloc[0] == pytest.approx(roc_auc_score(y[mask], s[mask]))
     assert got["auroc"].iloc[1] == pytest.approx(roc_auc_score(y[mask], 1 - s[mask]))
     assert np.isnan(pixel_scores({"E": s}, np.zeros((6, 7), bool))["auroc"].item())
+    empty = pixel_scores({"E": s}, y, mask=np.zeros((6, 7), bool)).iloc[0]
+    assert np.isnan(empty["auroc"]) and (empty["n_ood"], empty["n_in"]) == (0, 0)
     with pytest.raises(ValueError, match="shape"):
         pixel_scores({"E": s[:2]}, y)

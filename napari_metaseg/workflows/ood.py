@@ -415,11 +415,10 @@ def ood_cases(cases, out_dir, settings, model=None, *, explicit=(), workers=None
         ev = evaluation_from_parts((label, values), counts, n_cases=len(annotated),
                                    p_threshold=settings["p_keep"])
         run.evaluation = ev
-        from ..core.atomic import atomic_path
+        from ..core.csv_safe import write_csv  # atomic; no cell starts a spreadsheet formula
 
         for name, frame in (("ood_objects.csv", ev.objects), ("ood_pixels.csv", ev.pixel)):
-            with atomic_path(out_dir / name) as tmp:
-                frame.to_csv(tmp, index=False)
+            write_csv(frame, out_dir / name)
     failed_csv = out_dir / "failed.csv"
     if failed:
         write_failed_csv(failed_csv, failed)
