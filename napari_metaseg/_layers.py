@@ -36,11 +36,21 @@ def axial_view(viewer, *, radiological=True):
         return
     viewer.dims.order = (*range(nd - 3), nd - 1, nd - 2, nd - 3)
     camera(viewer).orientation2d = ("up", "left" if radiological else "right")
-    viewer.text_overlay.text = ("R | L   radiological view (patient's right on the left)" if radiological
-                                else "L | R   neurological view (patient's right on the right)")
-    viewer.text_overlay.position = "top_center"
-    viewer.text_overlay.font_size = 10
-    viewer.text_overlay.visible = True
+    text = text_overlay(viewer)
+    text.text = ("R | L   radiological view (patient's right on the left)" if radiological
+                 else "L | R   neurological view (patient's right on the right)")
+    text.position = "top_center"
+    text.font_size = 10
+    text.visible = True
+
+
+def text_overlay(viewer):
+    """The canvas text overlay: ``viewer.canvas.overlays.text`` from napari 0.9 on
+    (``viewer.text_overlay`` is deprecated there)."""
+    canvas = getattr(viewer, "canvas", None)
+    if canvas is not None and hasattr(canvas, "overlays"):
+        return canvas.overlays.text
+    return viewer.text_overlay
 
 
 def case_id_of(layer):

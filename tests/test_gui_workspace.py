@@ -38,7 +38,7 @@ def test_one_dock_fits_a_laptop_screen_with_every_part(make_napari_viewer, qtbot
     viewer.open_sample("napari-metaseg", "nuclei2d")
     dock = _dock(viewer)
     tabs = [dock.tabs.tabText(i) for i in range(dock.tabs.count())]
-    assert tabs == ["Analyse", "Model", "Review", "Triage", "Colours"]
+    assert tabs == ["Analyse", "Model", "Review", "Triage", "Colours", "Unknown"]
     window = _main_window(dock)
     for i in range(dock.tabs.count()):
         dock.tabs.setCurrentIndex(i)
@@ -115,7 +115,9 @@ def test_volume_opens_axial_radiological_slice_wise(make_napari_viewer, qtbot):
     nd = viewer.dims.ndim
     assert tuple(viewer.dims.displayed) == (nd - 2, nd - 3)  # y up, x across: z on the slider
     assert tuple(str(o).split(".")[-1].lower() for o in camera(viewer).orientation2d) == ("up", "left")
-    assert "radiological" in viewer.text_overlay.text and viewer.text_overlay.visible
+    from napari_metaseg._layers import text_overlay
+
+    assert "radiological" in text_overlay(viewer).text and text_overlay(viewer).visible
     # the case is named after its file, not the layer
     assert dock.meta.form.case_id.value == "brain3d"
 

@@ -1,7 +1,8 @@
 """The MetaSeg dock: every part of the review loop in one dock widget, one tab each.
 
 Analyse (heatmaps, rated segments, table), Model (train, load, refit), Review (label errors),
-Triage (rank cases for annotation), Colours (colour segments by any column). Each tab scrolls
+Triage (rank cases for annotation), Colours (colour segments by any column), Unknown
+(out-of-distribution regions). Each tab scrolls
 on its own, so the dock fits a laptop screen (1366 x 768) with every part available; the
 parts share the viewer's session (one set of meta models) and the canvas legend.
 """
@@ -20,6 +21,7 @@ TABS = (
     ("Review", "review", "napari_metaseg._widgets.review:ReviewWidget"),
     ("Triage", "active_learning", "napari_metaseg._widgets.active_learning:ActiveLearningWidget"),
     ("Colours", "overlay", "napari_metaseg._widgets.overlay:OverlayWidget"),
+    ("Unknown", "ood", "napari_metaseg._widgets.ood:OodWidget"),
 )
 #: Widest the dock asks to be by default (its parts scroll sideways below that).
 DOCK_WIDTH = 440
