@@ -390,3 +390,21 @@ def test_voxels_stored_compactly_and_checked_on_load(case):
     with pytest.raises(ReviewFileError, match="proposal 0 has unreadable voxels"):
         ReviewStore(path, ident)
     assert path.read_text() == bad
+
+
+def test_a_folder_without_write_bits_gets_no_sidecar_even_for_root(tmp_path):
+    """Shared read-only data (mode r-x) sends the sidecar to the user's folder, also as root
+    (for whom os.access says writable)."""
+    import stat
+
+    from napari_metaseg.io.review import _writable_folder
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "gt.nii.gz").write_bytes(b"")
+    assert _writable_folder(folder / "gt.nii.gz")
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
+    try:
+        assert not _writable_folder(folder / "gt.nii.gz")
+    finally:
+        folder.chmod(0o755)

@@ -79,7 +79,7 @@ def ood_sidecar_path(case: dict) -> Path:
     """
     path = case.get("probs_path")
     # a folder whose mode forbids writing is shared data, even for a user (root) who could write
-    if path and _writable_folder(path) and Path(path).resolve().parent.stat().st_mode & 0o222:
+    if path and _writable_folder(path):
         return Path(path).resolve().with_name(_stem(path) + SUFFIX)
     name = _stem(path) if path else (case.get("case_id") or "case")
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))[:60]

@@ -209,8 +209,11 @@ def _read_only_roots():
 
 
 def _writable_folder(path) -> bool:
+    """Whether a sidecar may go beside ``path``: its folder is writable for this user and not
+    marked read-only (no write bit at all: root passes ``os.access`` on such folders, but a
+    shared read-only data folder is not the place for a user's review)."""
     folder = Path(path).resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
+    if not folder.is_dir() or not os.access(folder, os.W_OK) or not folder.stat().st_mode & 0o222:
         return False
     return not any(folder == r or r in folder.parents for r in _read_only_roots())
 
