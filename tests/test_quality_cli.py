@@ -181,3 +181,17 @@ def test_quality_train_needs_ten_rows(data, tmp_path, capsys):
     code, _, err = _run(capsys, "quality", "train", root / "c0_softmax.npy", "--by", "case", "--out",
                         tmp_path / "q.json")
     assert code == 2 and "at least 10" in err
+
+
+def test_segment_commands_refuse_an_image_quality_model_up_front(trained, data, tmp_path, capsys):
+    """An image-quality model given where a segment model is expected is refused before any case
+    is read (was: every case failed with a column mismatch)."""
+    from napari_metaseg.cli import main
+    from napari_metaseg.core.meta_io import MetaModelFileError
+    from napari_metaseg.workflows import load_model
+
+    with pytest.raises(MetaModelFileError, match="image-quality model"):
+        load_model(trained)
+    code = main(["predict", str(trained), str(data[0]), "--out", str(tmp_path / "p"), "-q"])
+    assert code == 2 and "image-quality model" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

@@ -500,6 +500,14 @@ def load_models(path, *, table: pd.DataFrame | None = None, table_kind: str | No
     return models["classifier"], models["regressor"], info
 
 
+def _is_image_quality(payload):
+    """Whether a model file holds an image-quality regressor (its last fit records it)."""
+    reg = payload.get("regressor")
+    prov = reg.get("provenance") if isinstance(reg, dict) else None
+    last = prov[-1] if isinstance(prov, list) and prov else None
+    return isinstance(last, dict) and "image_quality" in last
+
+
 def _check_table_kind(payload, table_kind, where):
     """Refuse a region model where a segment model is expected, and vice versa."""
     if table_kind is not None and table_kind not in TABLE_KINDS:
@@ -510,6 +518,11 @@ def _check_table_kind(payload, table_kind, where):
             f"{where} is an OoD region model (a classifier of out-of-distribution candidate regions, "
             "trained on region tables): it cannot rate segments; use it with `napari-metaseg ood "
             "--model` or the OoD panel, and a segment model (trained on metrics tables) here")
+    if table_kind == "segments" and _is_image_quality(payload):
+        raise MetaModelFileError(
+            f"{where} is an image-quality model (it rates whole slices or cases, trained by "
+            "`napari-metaseg quality train`): it cannot rate segments; use it with `napari-metaseg "
+            "quality predict`, and a segment model (trained on metrics tables) here")
     if table_kind == "ood_regions" and not is_ood:
         raise MetaModelFileError(
             f"{where} is a segment model (trained on segment metrics tables), not an OoD region "
