@@ -1,19 +1,25 @@
 """Speed and memory of the core engine, as ratios against baselines measured in the same run.
 
-Cases (issue 2): a 1024 x 2048 x 19 float32 softmax with smooth structure (street-scene sized),
-and a 240 x 240 x 155 x 4 volume in 3D and slice-wise mode (BraTS sized), each with ground truth.
+Cases (issue 15's table):
 
-For every case it prints wall time per stage and in total (median of ``--repeat`` runs after a
-warm-up), the ratio of the total against
+* a 1024 x 2048 x 19 float32 softmax with smooth structure (street-scene sized, about 5 400
+  segments) and a ground truth that disagrees with it in structured places, 2D;
+* the brain volume ``../shared/data/brain/sub-02`` (197 x 233 x 189 x 4 ``softmax_rf`` and its
+  ``gt``, read by the plugin's readers: float32 probabilities, uint8 labels) in 3D and slice-wise
+  (axial slices, the last axis) mode; skipped with a note when the data folder is absent.
 
-* the memory floor: ``probs.sum()`` over the same array (one read of the probabilities), and
-* the straightforward implementation in ``tests/reference.py`` (run once: it is slow),
+For every case it prints the median wall time of ``segment_metrics`` with ground truth over
+``--repeat`` runs after a warm-up, its ratio to the memory floor (``probs.sum()`` over the same
+array, one read of the probabilities, median in the same run), the time of each stage (from the
+yields of ``iter_segment_metrics``: validation + argmax, labelling, the fused metrics pass, the
+ground-truth labelling + overlaps), and the peak extra memory of one call (resident-set high-water
+mark above the resident set before the call, in a fresh process) relative to the input's size.
+For the image it also prints numpy's ``argmax`` over the class axis against the same floor, and
+at the end the cold start (``bench_coldstart.py``: a new process with an empty numba cache, up to
+its first 2D, slice-wise and 3D results) and the same with the cache it left.
 
-and the peak extra memory of ``segment_metrics`` (resident set high-water mark above the
-resident set before the call, measured in a fresh process) relative to the probabilities' size,
-plus the first call in a fresh process (numba's on-disk cache makes it warm).
-
-Run: ``python benchmarks/bench_core.py`` (``--quick`` for a smaller, faster run).
+Run: ``python benchmarks/bench_core.py`` (``--quick`` for small inputs; ``--reference`` adds the
+straightforward implementation of ``tests/reference.py``, which is slow).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+BRAIN = DATA / "brain" / "sub-02"
 
 
 def smooth_logits(shape, q, *, cell, sharpness, seed):
@@ -60,24 +68,32 @@ def smooth_softmax(shape, q, *, cell=24, sharpness=6.0, seed=0):
 
 
 def make_case(name, seed=0):
+    """``(probs, gt)`` of a named case."""
     if name == "image":
-        return smooth_softmax((1024, 2048), 19, cell=48, seed=seed)
+        return smooth_softmax((1024, 2048), 19, cell=27, seed=seed)
     if name == "image-quick":
-        return smooth_softmax((256, 512), 19, cell=48, seed=seed)
-    if name == "volume":
-        return smooth_softmax((240, 240, 155), 4, cell=20, seed=seed)
-    return smooth_softmax((60, 60, 40), 4, cell=20, seed=seed)
+        return smooth_softmax((256, 512), 19, cell=27, seed=seed)
+    if name == "brain":
+        from napari_metaseg.io import read_nifti, read_nifti_probabilities
+
+        probs, _ = read_nifti_probabilities(BRAIN / "softmax_rf.nii.gz")
+        gt, _ = read_nifti(BRAIN / "gt.nii.gz")
+        return probs, gt
+    if name == "brain-quick":
+        probs, gt = make_case("brain")
+        return np.ascontiguousarray(probs[::2, ::2, ::2]), np.ascontiguousarray(gt[::2, ::2, ::2])
+    raise ValueError(f"unknown case {name!r}")
 
 
 CASES = {
-    "image 1024x2048x19, 2d": ("image", "2d"),
-    "volume 240x240x155x4, 3d": ("volume", "3d"),
-    "volume 240x240x155x4, slices": ("volume", "slices"),
+    "1024 x 2048 x 19 with GT, 2d": ("image", "2d"),
+    "brain 197 x 233 x 189 x 4 with GT, 3d": ("brain", "3d"),
+    "same, slice-wise": ("brain", "slices"),
 }
 QUICK = {
-    "image 256x512x19, 2d": ("image-quick", "2d"),
-    "volume 60x60x40x4, 3d": ("volume-quick", "3d"),
-    "volume 60x60x40x4, slices": ("volume-quick", "slices"),
+    "256 x 512 x 19 with GT, 2d": ("image-quick", "2d"),
+    "brain / 2 with GT, 3d": ("brain-quick", "3d"),
+    "same, slice-wise": ("brain-quick", "slices"),
 }
 
 
@@ -90,22 +106,33 @@ def _median_time(fn, repeat):
     return float(np.median(times))
 
 
-def time_stages(probs, gt, mode, repeat):
-    from napari_metaseg.core import as_probabilities, dispersion_maps, label_segments, segment_metrics
+def stage_times(probs, gt, mode):
+    """Seconds of each stage of one ``iter_segment_metrics`` run, keyed by the stage's name."""
+    from napari_metaseg.core import iter_segment_metrics
 
-    pred = probs.argmax(-1).astype(np.uint8)
-    kw = {"mode": mode, "slice_axis": -1}
-    segment_metrics(probs, gt, **kw)  # warm-up (JIT cache load)
-    stages = {
-        "validate": lambda: as_probabilities(probs),
-        "heatmaps E,D,V (maps)": lambda: dispersion_maps(probs),
-        "label segments": lambda: label_segments(pred, **kw),
-        "segment_metrics (total)": lambda: segment_metrics(probs, **kw),
-        "segment_metrics with GT (+ IoU, IoU_adj)": lambda: segment_metrics(probs, gt, **kw),
-    }
-    out = {name: _median_time(fn, repeat) for name, fn in stages.items()}
-    out["floor probs.sum()"] = _median_time(lambda: probs.sum(), max(repeat, 5))
+    out = {}
+    gen = iter_segment_metrics(probs, gt, mode=mode, slice_axis=-1)
+    t0 = time.perf_counter()
+    while True:
+        try:
+            _, stage = next(gen)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        out[stage] = t1 - t0
+        t0 = t1
     return out
+
+
+def time_case(probs, gt, mode, repeat):
+    from napari_metaseg.core import segment_metrics
+
+    segment_metrics(probs, gt, mode=mode, slice_axis=-1)  # warm-up (JIT cache load)
+    total = _median_time(lambda: segment_metrics(probs, gt, mode=mode, slice_axis=-1), repeat)
+    runs = [stage_times(probs, gt, mode) for _ in range(repeat)]
+    stages = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+    floor = _median_time(lambda: probs.sum(), max(repeat, 7))
+    return total, stages, floor
 
 
 def time_reference(probs, gt, mode):
@@ -118,8 +145,7 @@ def time_reference(probs, gt, mode):
 
 
 _MEMORY_CHILD = r"""
-import json, sys, time
-import numpy as np
+import json, sys
 sys.path.insert(0, {bench_dir!r})
 from bench_core import make_case
 from napari_metaseg.core import segment_metrics
@@ -129,99 +155,87 @@ def rss(field):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
 probs, gt = make_case({case!r})
-t0 = time.perf_counter()
-small_p, small_g = probs[:8, :8].copy(), gt[:8, :8].copy()
-segment_metrics(small_p, small_g, mode={mode!r}, slice_axis=-1)
-first_small = time.perf_counter() - t0
+segment_metrics(probs[:8, :8].copy(), gt[:8, :8].copy(), mode={mode!r}, slice_axis=-1)
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 before = rss("VmRSS")
-t0 = time.perf_counter()
-segment_metrics(probs, gt, mode={mode!r}, slice_axis=-1)
-first_full = time.perf_counter() - t0
+seg, table = segment_metrics(probs, gt, mode={mode!r}, slice_axis=-1)
 peak = rss("VmHWM")
-print(json.dumps({{"extra": peak - before, "nbytes": probs.nbytes, "first_small": first_small,
-                  "first_full": first_full}}))
+print(json.dumps({{"extra": peak - before, "nbytes": probs.nbytes + gt.nbytes}}))
 """
 
 
 def measure_memory(case, mode):
+    """Peak extra resident memory of one ``segment_metrics`` call in a fresh process, in bytes,
+    and the input's size (probabilities + ground truth)."""
     code = _MEMORY_CHILD.format(bench_dir=str(Path(__file__).parent), case=case, mode=mode)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # cwd: the benchmarks folder, so the package on PYTHONPATH (or installed) is the one measured
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-_START_CHILD = r"""
-import time
-t0 = time.perf_counter()
-import numpy as np
-from napari_metaseg.core import segment_metrics
-rng = np.random.default_rng(0)
-for shape, mode in (((16, 16, 3), "2d"), ((8, 8, 8, 3), "3d"), ((8, 8, 8, 3), "slices")):
-    p = rng.random(shape).astype(np.float32)
-    p /= p.sum(-1, keepdims=True)
-    segment_metrics(p, p.argmax(-1), mode=mode)
-print(time.perf_counter() - t0)
-"""
-
-
-def measure_startup():
-    """Seconds from import to the first results in all modes: cold (empty JIT cache) and warm."""
-    import os
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        runs = [subprocess.run([sys.executable, "-c", _START_CHILD], capture_output=True, text=True,
-                               check=True, env=env) for _ in range(2)]
-    return [float(r.stdout.strip().splitlines()[-1]) for r in runs]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, for a smoke run")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--no-reference", action="store_true", help="skip the slow baseline")
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--reference", action="store_true", help="also time the slow implementation")
+    parser.add_argument("--no-coldstart", action="store_true", help="skip the cold-start rows")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
     import numba
 
-    cases = QUICK if args.quick else CASES
-    print(f"numba threads: {numba.get_num_threads()}, numpy {np.__version__}, numba {numba.__version__}")
-    results = {}
-    for label, (case, mode) in cases.items():
-        probs, gt = make_case(case)
-        stages = time_stages(probs, gt, mode, args.repeat)
-        ref = None if args.no_reference else time_reference(probs, gt, mode)
-        mem = measure_memory(case, mode)
-        _, table = __import__("napari_metaseg.core", fromlist=["x"]).segment_metrics(
-            probs, gt, mode=mode, slice_axis=-1)
-        results[label] = {"stages": stages, "reference": ref, "memory": mem, "segments": len(table)}
+    import napari_metaseg
 
-        total = stages["segment_metrics (total)"]
-        with_gt = stages["segment_metrics with GT (+ IoU, IoU_adj)"]
-        floor = stages["floor probs.sum()"]
-        print(f"\n## {label}: {len(table)} segments, probabilities {probs.nbytes / 2**20:.0f} MiB")
-        print("| stage | median s | x floor |")
-        print("|---|---|---|")
-        for name, t in stages.items():
-            print(f"| {name} | {t:.4f} | {t / floor:.1f} |")
-        print(f"| straightforward implementation (tests/reference.py, 1 run) | "
-              f"{'-' if ref is None else f'{ref:.2f}'} | "
-              f"{'-' if ref is None else f'{ref / floor:.0f}'} |")
+    cases = QUICK if args.quick else CASES
+    print(f"engine {Path(napari_metaseg.__file__).parent}; numba threads: {numba.get_num_threads()}, "
+          f"numpy {np.__version__}, numba {numba.__version__}")
+    results = {}
+    rows = []
+    details = []
+    argmax_row = None
+    for label, (case, mode) in cases.items():
+        if case.startswith("brain") and not BRAIN.exists():
+            rows.append(f"| {label} | - | - | - | (no data at {BRAIN}) |")
+            continue
+        probs, gt = make_case(case)
+        total, stages, floor = time_case(probs, gt, mode, args.repeat)
+        mem = measure_memory(case, mode)
+        from napari_metaseg.core import segment_metrics
+
+        n = len(segment_metrics(probs, gt, mode=mode, slice_axis=-1)[1])
+        ref = time_reference(probs, gt, mode) if args.reference else None
+        results[label] = {"total": total, "stages": stages, "floor": floor, "memory": mem,
+                          "segments": n, "reference": ref}
+        rows.append(f"| {label}, {n} segments | {total:.3f} | {total / floor:.1f} | "
+                    f"{mem['extra'] / mem['nbytes']:.2f} | {floor * 1000:.1f} ms floor |")
+        details.append((label, stages, floor, total, ref))
+        if case.startswith("image"):
+            t_arg = _median_time(lambda p=probs: p.argmax(-1), args.repeat)
+            argmax_row = f"| numpy argmax of the {'x'.join(map(str, probs.shape))} map | {t_arg:.3f} | " \
+                         f"{t_arg / floor:.1f} | | |"
+            results["argmax"] = {"time": t_arg, "floor": floor}
+    if not args.no_coldstart:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_coldstart import cold_and_warm
+
+        cold, warm = cold_and_warm()
+        results["coldstart"] = {"cold": cold, "warm": warm}
+        rows.insert(0, f"| cold start: import + first 2D, slices and 3D call, fresh JIT cache | "
+                       f"{cold['total']:.1f} | - | | warm cache: {warm['total']:.2f} s |")
+    if argmax_row:
+        rows.append(argmax_row)
+    print("\n| work | time s | x floor (`probs.sum()`) | peak extra memory / input | note |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+    print("\nwhere the time goes (median s per stage of iter_segment_metrics, x floor):")
+    for label, stages, floor, total, ref in details:
+        parts = ", ".join(f"{k} {v:.3f} ({v / floor:.1f})" for k, v in stages.items())
+        print(f"- {label}: {parts}")
         if ref is not None:
-            print(f"speed-up against the straightforward implementation (both with GT): "
-                  f"{ref / with_gt:.0f} x")
-        print(f"total / floor: {total / floor:.1f} x (with GT: {with_gt / floor:.1f} x)")
-        print(f"peak extra memory of segment_metrics: {mem['extra'] / 2**20:.0f} MiB = "
-              f"{mem['extra'] / mem['nbytes']:.2f} x the probabilities")
-        print(f"fresh process: first call on 8x8 input {mem['first_small']:.2f} s (JIT cache load), "
-              f"then full input {mem['first_full']:.3f} s")
-    cold, warm = measure_startup()
-    results["startup"] = {"cold": cold, "warm": warm}
-    print(f"\nnew process, import to first results in 2d, 3d and slices mode: {cold:.1f} s with an "
-          f"empty JIT cache (compiling), {warm:.2f} s with the cache it left (numba cache=True)")
+            print(f"  straightforward implementation (tests/reference.py): {ref:.2f} s = "
+                  f"{ref / total:.0f} x the engine")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

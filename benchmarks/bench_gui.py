@@ -1,11 +1,16 @@
-"""GUI responsiveness: QTimer ticks while the analysis and the label-error search run, and
-recolouring 20 000 segments.
+"""GUI responsiveness: QTimer ticks while the analysis and the label-error search run, the
+longest main-thread gap while the results are shown, and recolouring 20 000 segments.
 
 Run under Xvfb: ``xvfb-run -a -s "-screen 0 1920x1200x24" python benchmarks/bench_gui.py``.
 A 10 ms QTimer counts its ticks on the main thread while the analysis panel's worker runs; the
 share of the expected ticks (elapsed / 10 ms) says how freely the event loop ran (the issue asks
 for >= 80 %). The recolour figure is ``_layers.recolor`` on a segments layer with 20 000 segments
 (``DirectLabelColormap`` built from the features and assigned) plus the repaint that follows.
+The display of an analysis's results (the panel's ``_on_returned``: layers added, the segment
+table filled) runs on the main thread; "longest gap while showing results" is the longest
+stretch without a tick from the end of the worker's job until the display and its repaint are
+done (issue 15 asks for <= 100 ms on the brain sample), "display ms" the time inside
+``_on_returned``.
 """
 
 from __future__ import annotations
@@ -62,16 +67,30 @@ def ticks_during_analysis(app, viewer, widget, *, mode):
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     stamps = {}
     original = _timed("analyse", stamps)
+    shown = widget._on_returned
+
+    def show_stamped(result):  # the display: layers added, table filled (main thread)
+        stamps["display_start"] = time.perf_counter()
+        shown(result)
+        stamps["display_end"] = time.perf_counter()
+
+    widget._on_returned = show_stamped  # start_worker connects it when the run starts
     timer.start()
     t0 = time.perf_counter()
     widget.run()
     _spin(app, lambda: widget.worker is not None)
+    app.processEvents()  # the repaint that follows the display
     t1 = time.perf_counter()
     timer.stop()
     workflows.analyse = original
+    widget._on_returned = shown
     t_worker = stamps.get("worker_done", t1)
     ticks = np.array(ticks)
     n_worker = int((ticks <= t_worker).sum())
+    d0, d1 = stamps.get("display_start", t_worker), stamps.get("display_end", t1)
+    # the longest stretch without a tick from the end of the worker's job to the end of the
+    # display and its repaint: how long the GUI stood still to show the results
+    after = ticks[(ticks > t_worker) & (ticks < t1)]
     return {
         "mode": mode,
         "segments": len(viewer.layers["segments"].features),
@@ -80,6 +99,8 @@ def ticks_during_analysis(app, viewer, widget, *, mode):
         "total s (incl. showing results)": t1 - t0,
         "ticks share incl. showing results": len(ticks) / ((t1 - t0) / 0.010),
         "longest gap ms": float(np.diff(np.r_[t0, ticks, t1]).max() * 1000),
+        "display ms (add_results + table)": (d1 - d0) * 1000,
+        "longest gap while showing results ms": float(np.diff(np.r_[t_worker, after, t1]).max() * 1000),
     }
 
 

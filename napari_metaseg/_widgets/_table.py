@@ -6,14 +6,60 @@ import numpy as np
 import pandas as pd
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 
+_TEXT_ROLES = (Qt.DisplayRole, Qt.ToolTipRole)
+#: Rows whose text sets a column's width when the view fits its columns to their contents
+#: (Qt's default measures 1000 rows per column, a fifth of a second for a brain's segments).
+RESIZE_ROWS = 50
+
+
+class _Cells:
+    """``model._values[row, col]``: one cell's value, read or replaced (the frame is the caller's
+    to update, as :meth:`DataFrameModel.set_cell` does both)."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getitem__(self, key):
+        row, col = key
+        return self._model._column(col)[row]
+
+    def __setitem__(self, key, value):
+        row, col = key
+        column = self._model._column(col)
+        if not column.flags.writeable:  # a view into the frame: replace it by our own copy
+            column = self._model._cols[col] = column.copy()
+        column[row] = value
+
 
 class DataFrameModel(QAbstractTableModel):
-    """Read-only model; ``sort`` reorders the frame itself, so ``frame`` is what is shown."""
+    """Read-only model; ``sort`` reorders the frame itself, so ``frame`` is what is shown.
+
+    Cells are formatted when Qt asks for them (the rows on screen), from column arrays taken from
+    the frame on first use (views, not copies, for numeric columns): setting a frame of tens of
+    thousands of rows costs no per-cell work on the GUI thread.
+    """
 
     def __init__(self, frame=None, parent=None):
         super().__init__(parent)
+        self._df = pd.DataFrame()
+        self._cols = []
+        self._values = _Cells(self)
+        self._set(frame)
+
+    def _set(self, frame):
         self._df = pd.DataFrame() if frame is None else frame.reset_index(drop=True)
-        self._values = self._df.to_numpy(dtype=object)
+        self._shape = self._df.shape  # Qt asks for it per cell; pandas answers in microseconds
+        self._cols = [None] * self._shape[1]
+
+    def _column(self, col):
+        column = self._cols[col]
+        if column is None:
+            series = self._df.iloc[:, col]
+            # numpy columns as they are (a view); pandas' own dtypes (nullable integers, ...) as
+            # objects, so a missing value stays <NA>
+            plain = isinstance(series.dtype, np.dtype)
+            column = self._cols[col] = series.to_numpy() if plain else series.to_numpy(dtype=object)
+        return column
 
     @property
     def frame(self):
@@ -22,20 +68,26 @@ class DataFrameModel(QAbstractTableModel):
 
     def set_frame(self, frame):
         self.beginResetModel()
-        self._df = frame.reset_index(drop=True)
-        self._values = self._df.to_numpy(dtype=object)
+        self._set(frame)
         self.endResetModel()
 
+    def set_cell(self, row, col, value):
+        """Replace one cell in the frame and on screen."""
+        self._df.iat[row, col] = value
+        self._values[row, col] = value
+        idx = self.index(row, col)
+        self.dataChanged.emit(idx, idx)
+
     def rowCount(self, parent=QModelIndex()):  # noqa: B008 - Qt signature
-        return 0 if parent.isValid() else len(self._df)
+        return 0 if parent.isValid() else self._shape[0]
 
     def columnCount(self, parent=QModelIndex()):  # noqa: B008
-        return 0 if parent.isValid() else self._df.shape[1]
+        return 0 if parent.isValid() else self._shape[1]
 
     def data(self, index, role=Qt.DisplayRole):
-        if not index.isValid() or role not in (Qt.DisplayRole, Qt.ToolTipRole):
+        if role not in _TEXT_ROLES or not index.isValid():
             return None
-        v = self._values[index.row(), index.column()]
+        v = self._column(index.column())[index.row()]
         if isinstance(v, float | np.floating):
             if np.isnan(v):
                 return "nan"
@@ -54,9 +106,8 @@ class DataFrameModel(QAbstractTableModel):
             return
         self.layoutAboutToBeChanged.emit()
         col = self._df.columns[column]
-        self._df = self._df.sort_values(col, ascending=order == Qt.AscendingOrder, kind="stable",
-                                        na_position="last").reset_index(drop=True)
-        self._values = self._df.to_numpy(dtype=object)
+        self._set(self._df.sort_values(col, ascending=order == Qt.AscendingOrder, kind="stable",
+                                       na_position="last"))
         self.layoutChanged.emit()
 
     def row_of(self, column, value):
@@ -78,5 +129,6 @@ def table_view(model, on_row, *, sortable=False, row_numbers=True):
     view.setEditTriggers(QAbstractItemView.NoEditTriggers)
     view.verticalHeader().setVisible(row_numbers)
     view.verticalHeader().setDefaultSectionSize(18)
+    view.horizontalHeader().setResizeContentsPrecision(RESIZE_ROWS)
     view.clicked.connect(lambda idx: on_row(idx.row()))
     return view

@@ -17,9 +17,10 @@ float32 logarithm written with integer bit operations and a short odd polynomial
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .inputs import _canonical, readonly
+from .parallel import bounds, run_chunks
 
 __all__ = ["MEASURES", "SAMPLE_MEASURES", "dispersion_maps"]
 
@@ -147,34 +148,32 @@ def _class_major_measures(scratch, n, q, want_e, e_out, d_out, v_out, inv_logq):
 _BLOCK = 1024
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=True, error_model="numpy")
-def _maps_kernel(flat, want_e, e_out, d_out, v_out):
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _maps_kernel(flat, want_e, e_out, d_out, v_out, blk_lo, blk_hi):
+    """E, D, V of the pixels of blocks ``blk_lo .. blk_hi-1`` (``_BLOCK`` pixels each)."""
     n, q = flat.shape
     pf = flat.reshape(-1)
     inv_logq = np.float32(1.0 / np.log(q))
-    nblocks = (n + _BLOCK - 1) // _BLOCK
-    nchunks = min(nblocks, 64)
-    for ch in prange(nchunks):
-        scratch = _measure_scratch(_BLOCK, q)
-        tr = scratch[0]
-        ws = scratch[2]
-        for blk in range(ch * nblocks // nchunks, (ch + 1) * nblocks // nchunks):
-            lo = blk * _BLOCK
-            w = min(n, lo + _BLOCK) - lo
-            for j in range(w):
-                src = (lo + j) * q
-                for c in range(q):
-                    tr[c * ws + j] = pf[src + c]
-            _class_major_measures(scratch, w, q, want_e, e_out[lo : lo + w], d_out[lo : lo + w],
-                                  v_out[lo : lo + w], inv_logq)
+    scratch = _measure_scratch(min(_BLOCK, n), q)
+    tr = scratch[0]
+    ws = scratch[2]
+    for blk in range(blk_lo, blk_hi):
+        lo = blk * _BLOCK
+        w = min(n, lo + _BLOCK) - lo
+        for c in range(q):  # class by class: unit-stride stores, strided loads
+            for j in range(w):  # unsigned indices: numba does not wrap them (see metrics)
+                tr[np.uint64(c * ws + j)] = pf[np.uint64((lo + j) * q + c)]
+        _class_major_measures(scratch, w, q, want_e, e_out[lo : lo + w], d_out[lo : lo + w],
+                              v_out[lo : lo + w], inv_logq)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _sample_maps_kernel(samples, mi_out, var_out):
-    """MI and VAR from (T, n, q) samples, in float64 (a rarely used, small path)."""
-    t, n, q = samples.shape
+@njit(cache=True, nogil=True)
+def _sample_maps_kernel(samples, mi_out, var_out, lo, hi):
+    """MI and VAR of pixels ``lo .. hi-1`` from (T, n, q) samples, in float64 (a rarely used,
+    small path)."""
+    t, _, q = samples.shape
     inv_logq = 1.0 / np.log(q)
-    for i in prange(n):
+    for i in range(lo, hi):
         h_mean = 0.0
         mean_h = 0.0
         var = 0.0
@@ -219,7 +218,9 @@ def _sample_maps(samples):
     n = flat.shape[1]
     mi = np.empty(n, np.float32)
     var = np.empty(n, np.float32)
-    _sample_maps_kernel(readonly(flat), mi, var)
+    flat = readonly(flat)
+    nchunks = max(1, min(64, n // 1024))
+    run_chunks(lambda ch: _sample_maps_kernel(flat, mi, var, *bounds(n, nchunks, ch)), nchunks)
     return mi, var
 
 
@@ -267,7 +268,12 @@ def dispersion_maps(probs, *, measures=MEASURES, samples=None, class_axis=-1, sa
     if any(m in MEASURES for m in measures):
         n = flat.shape[0]
         e, d, v = (np.empty(n, np.float32) for _ in range(3))
-        _maps_kernel(readonly(flat), "E" in measures, e, d, v)
+        want_e = "E" in measures
+        flat = readonly(flat)
+        nblocks = -(-n // _BLOCK)
+        nchunks = min(nblocks, 64)
+        run_chunks(lambda ch: _maps_kernel(flat, want_e, e, d, v, *bounds(nblocks, nchunks, ch)),
+                   nchunks)
         out.update(E=e, D=d, V=v)
     if samples is not None:
         s_cax = class_axis if class_axis < 0 else class_axis + 1

@@ -29,7 +29,6 @@ class ProbabilityWarning(UserWarning):
 
 
 _VBLOCK = 1024
-_VSTRIDE = _VBLOCK + 16  # class rows of the block buffer, padded off 4 KiB multiples
 _EXP_MASK = 0x7F800000
 _ABS_MASK = 0x7FFFFFFF
 _INT32_MAX = 0x7FFFFFFF
@@ -52,10 +51,6 @@ def _row_stats(a, pred, ch, nchunks, istats, fstats):
     flat = a.reshape(-1)
     bits = flat.view(np.int32)
     nblocks = (n + _VBLOCK - 1) // _VBLOCK
-    tr = np.empty(_VSTRIDE * q, np.float32)
-    sums = np.empty(_VBLOCK, np.float32)
-    best = np.empty(_VBLOCK, np.float32)
-    arg = np.empty(_VBLOCK, np.int32)
     nf = 0
     negm = np.int32(0)
     pmin = np.int32(_INT32_MAX)
@@ -63,38 +58,70 @@ def _row_stats(a, pred, ch, nchunks, istats, fstats):
     lsmin = np.inf
     lsmax = -np.inf
     zr = 0
+    uq = np.uint64(q)
     for blk in range(ch * nblocks // nchunks, (ch + 1) * nblocks // nchunks):
         lo = blk * _VBLOCK
         w = min(n, lo + _VBLOCK) - lo
-        for k in range(lo * q, (lo + w) * q):
-            b = bits[k]
+        # Loops index slices of the block from 0, or with unsigned indices: numba wraps every
+        # signed index that might be negative (a compare and a select per access), which keeps
+        # LLVM from vectorising and costs several times the memory floor.
+        block_bits = bits[lo * q : (lo + w) * q]
+        for k in range(block_bits.size):
+            b = block_bits[k]
             nf += (b & _EXP_MASK) == _EXP_MASK
             neg = b < 0
             negm = max(negm, np.int32(b & _ABS_MASK) if neg else np.int32(0))
             pmin = min(pmin, np.int32(_INT32_MAX) if neg else b)
             pmax = max(pmax, b)
-        for j in range(w):
-            src = (lo + j) * q
-            for c in range(q):
-                tr[c * _VSTRIDE + j] = flat[src + c]
-        for j in range(w):
-            best[j] = tr[j]
-            sums[j] = tr[j]
-            arg[j] = 0
-        for c in range(1, q):
-            off = c * _VSTRIDE
-            for j in range(w):
-                v = tr[off + j]
-                sums[j] += v
-                better = v > best[j]
-                best[j] = v if better else best[j]
-                arg[j] = c if better else arg[j]
-        for j in range(w):
-            pred[lo + j] = arg[j]
-            sj = np.float64(sums[j])
-            lsmin = min(lsmin, sj)
-            lsmax = max(lsmax, sj)
-            zr += sj <= 0.0
+        # four pixels at a time, each summed and compared class by class: four independent
+        # chains keep the adder busy (one pixel's sum waits on every add), and transposing the
+        # block to vectorise over pixels costs more in scattered stores than it saves
+        block = flat[lo * q : (lo + w) * q]
+        block_pred = pred[lo : lo + w]
+        for j in range(0, w, 4):
+            if j + 4 <= w:
+                s0 = np.uint64(j) * uq
+                s1, s2, s3 = s0 + uq, s0 + uq + uq, s0 + uq + uq + uq
+                b0, b1, b2, b3 = block[s0], block[s1], block[s2], block[s3]
+                t0, t1, t2, t3 = b0, b1, b2, b3
+                a0 = a1 = a2 = a3 = 0
+                for c in range(1, q):
+                    cu = np.uint64(c)
+                    v0, v1, v2, v3 = block[s0 + cu], block[s1 + cu], block[s2 + cu], block[s3 + cu]
+                    t0 += v0
+                    t1 += v1
+                    t2 += v2
+                    t3 += v3
+                    if v0 > b0:
+                        b0, a0 = v0, c
+                    if v1 > b1:
+                        b1, a1 = v1, c
+                    if v2 > b2:
+                        b2, a2 = v2, c
+                    if v3 > b3:
+                        b3, a3 = v3, c
+                block_pred[j], block_pred[j + 1], block_pred[j + 2], block_pred[j + 3] = a0, a1, a2, a3
+                u0, u1 = np.float64(t0), np.float64(t1)
+                u2, u3 = np.float64(t2), np.float64(t3)
+                lsmin = min(lsmin, u0, u1, u2, u3)
+                lsmax = max(lsmax, u0, u1, u2, u3)
+                zr += (u0 <= 0.0) + (u1 <= 0.0) + (u2 <= 0.0) + (u3 <= 0.0)
+            else:
+                for jj in range(j, w):
+                    src = np.uint64(jj) * uq
+                    best = block[src]
+                    total = best
+                    arg = 0
+                    for c in range(1, q):
+                        v = block[src + np.uint64(c)]
+                        total += v
+                        if v > best:
+                            best, arg = v, c
+                    block_pred[jj] = arg
+                    u = np.float64(total)
+                    lsmin = min(lsmin, u)
+                    lsmax = max(lsmax, u)
+                    zr += u <= 0.0
     istats[ch, 0] = nf
     istats[ch, 1] = negm
     istats[ch, 2] = pmin

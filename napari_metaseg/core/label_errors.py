@@ -27,8 +27,8 @@ import pandas as pd
 from numba import njit
 from scipy import ndimage
 
-from .inputs import check_ignore_index
-from .segments import _resolve_mode, label_segments
+from .inputs import check_ignore_index, readonly
+from .segments import _resolve_mode, class_ids, label_segments
 
 __all__ = [
     "ERROR_KINDS",
@@ -126,9 +126,11 @@ def _pred_and_doubt(probs, gt, ignore_index):
     """The predicted class map and the per-voxel doubt of the label (see ``find_label_errors``)."""
     q = probs.shape[-1]
     check_ignore_index(ignore_index, q)  # an ignore id that is a class would drop that class silently
-    flat = np.ascontiguousarray(probs).reshape(-1, q)
+    # one kernel specialisation per probability dtype (float32, or float64 holding any other
+    # float exactly) and one per label dtype (uint8 or int32), read-only like every kernel input
+    flat = np.ascontiguousarray(probs, dtype=np.float32 if probs.dtype == np.float32 else np.float64)
     ignore = -1 if ignore_index is None else int(ignore_index)
-    pred, doubt = _pred_doubt_kernel(flat, np.ascontiguousarray(gt).ravel(), ignore)
+    pred, doubt = _pred_doubt_kernel(readonly(flat.reshape(-1, q)), _flat_input(gt), ignore)
     return pred.reshape(gt.shape), doubt.reshape(gt.shape)
 
 
@@ -335,9 +337,16 @@ def _label_counts(lab, values, n, q):  # pragma: no cover - compiled
     return counts
 
 
+def _flat_input(x, dtype=None):
+    """``x`` flat, C-contiguous and read-only, as ``dtype`` or (None: class ids) uint8 / int32 by
+    range: the label-error kernels are compiled for these types only."""
+    x = class_ids(np.asarray(x)) if dtype is None else np.asarray(x, dtype)
+    return readonly(np.ascontiguousarray(x).ravel())
+
+
 def _per_label(lab, n, values):
     """Mean of ``values`` over each id 0..n of ``lab``, and the ids' sizes."""
-    sums, size = _label_sums(np.ascontiguousarray(lab).ravel(), np.ascontiguousarray(values).ravel(), n)
+    sums, size = _label_sums(_flat_input(lab, np.int32), _flat_input(values, np.float64), n)
     return sums / np.maximum(size, 1), size
 
 
@@ -351,7 +360,7 @@ def _member(lab, n, ids):
 def _majority(lab, n, values, q, *, among=None):
     """The most frequent of ``values`` (0..q-1) over each id 0..n of ``lab``, counting only the
     values below ``among`` when given."""
-    counts = _label_counts(np.ascontiguousarray(lab).ravel(), np.ascontiguousarray(values).ravel(), n, q)
+    counts = _label_counts(_flat_input(lab, np.int32), _flat_input(values, np.int64), n, q)
     return counts[:, :among].argmax(1)
 
 
@@ -429,8 +438,8 @@ def _gt_object_rows(ctx, arr, background, ignore_index):
 def _region_rows(ctx, arr, ignore_index):
     gt, pred, q = arr["gt"], arr["pred"], arr["probs"].shape[-1]
     ignore = -1 if ignore_index is None else int(ignore_index)
-    pair = _pair_codes(pred.ravel(), np.ascontiguousarray(gt).ravel(), arr["covered"].ravel(), q,
-                       ignore).reshape(gt.shape)
+    pair = _pair_codes(_flat_input(pred, np.int64), _flat_input(gt), _flat_input(arr["covered"], np.bool_),
+                       q, ignore).reshape(gt.shape)
     if not pair.any():
         return []
     lab, n = label_segments(pair, mode=ctx["mode"], slice_axis=ctx["slice_axis"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from numba import njit, prange
+from numba import njit
 
 from .heatmaps import (
     MEASURES,
@@ -22,6 +22,7 @@ from .heatmaps import (
     _sample_maps,
 )
 from .inputs import _canonical, check_ground_truth, readonly
+from .parallel import run_chunks
 from .segments import _label_any, _resolve_mode
 
 __all__ = ["iter_segment_metrics", "metric_columns", "segment_metrics"]
@@ -32,7 +33,7 @@ _COL_SIN = 1
 _COL_M0 = 2
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _and_row(inside, srow, nb, w, diag):
     """``inside[j] &= nb[j'] == srow[j]`` for ``j' in j-1..j+1`` (only ``j' = j`` without ``diag``).
 
@@ -53,15 +54,16 @@ def _and_row(inside, srow, nb, w, diag):
     inside[w - 1] &= (nb[w - 2] == srow[w - 1]) & (nb[w - 1] == srow[w - 1])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _gather_row(src, base, stride, n, out):
     for j in range(n):
-        out[j] = src[base + j * stride]
+        out[j] = src[np.uint64(base + j * stride)]  # unsigned: numba does not wrap it (see below)
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=True, error_model="numpy")
-def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, rows_per_block):
-    """Per-segment sums; returns a (nseg + 1, ncols) float64 array (row 0 unused).
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _accumulate(flat, seg, dims, strides, use, want_e, extra, ch, nchunks, rows_per_block, acc):
+    """Per-segment sums of chunk ``ch`` of ``nchunks`` added to ``acc``, a zeroed
+    (nseg + 1, ncols) float64 array (row 0 unused).
 
     The spatial grid is seen as (A, B, C) with pixel strides ``strides``: rows run along C and
     blocks are ``rows_per_block`` consecutive rows along B at one A, so a slice-wise volume whose
@@ -75,7 +77,6 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
     q = flat.shape[1]
     n_extra = extra.shape[0]
     nm = 3 + n_extra
-    ncols = _COL_M0 + 2 * nm + q
     off_c = _COL_M0 + 2 * nm
     pf = flat.reshape(-1)
     da_, db_, dc_ = dims
@@ -87,124 +88,116 @@ def _accumulate(flat, seg, dims, strides, use, want_e, extra, nseg, nchunks, row
     inv_logq = np.float32(1.0 / np.log(q))
     nbb = (db_ + k - 1) // k
     nwork = da_ * nbb
-    partial = np.zeros((nchunks, nseg + 1, ncols))
-    for ch in prange(nchunks):
-        acc = partial[ch]
-        scratch = _measure_scratch(pmax, q)
-        tr = scratch[0]
-        ws = scratch[2]
-        maps = np.empty((nm, pmax), np.float32)
-        sbuf = np.empty(pmax, np.int32)
-        nbuf = np.empty(w, np.int32)
-        nplanes = np.empty((2, pmax), np.int32)
-        inside = np.empty(pmax, np.bool_)
-        insf = np.empty(pmax, np.float32)
-        for item in range(ch * nwork // nchunks, (ch + 1) * nwork // nchunks):
-            a = item // nbb
-            b0 = (item - a * nbb) * k
-            nrows = min(k, db_ - b0)
-            npx = nrows * w
-            # probabilities of the block, class-major; when B is the contiguous axis (slices
-            # along the last axis) the block's rows are read column by column, so every read is
-            # a contiguous stretch of memory rather than one pixel per cache line
-            if sb == 1:
-                for j in range(w):
-                    colbase = a * sa + b0 + j * sc
-                    for i in range(nrows):
-                        src = (colbase + i) * q
-                        p = i * w + j
-                        for c in range(q):
-                            tr[c * ws + p] = pf[src + c]
-                        sbuf[p] = seg[colbase + i]
-            else:
+    scratch = _measure_scratch(pmax, q)
+    tr = scratch[0]
+    ws = scratch[2]
+    maps = np.empty((nm, pmax), np.float32)
+    sbuf = np.empty(pmax, np.int32)
+    nbuf = np.empty(w, np.int32)
+    nplanes = np.empty((2, pmax), np.int32)
+    inside = np.empty(pmax, np.bool_)
+    insf = np.empty(pmax, np.float32)
+    for item in range(ch * nwork // nchunks, (ch + 1) * nwork // nchunks):
+        a = item // nbb
+        b0 = (item - a * nbb) * k
+        nrows = min(k, db_ - b0)
+        npx = nrows * w
+        # probabilities of the block, class-major; when B is the contiguous axis (slices
+        # along the last axis) the block's rows are read column by column, so every read is
+        # a contiguous stretch of memory rather than one pixel per cache line
+        # (unsigned indices: numba wraps every signed index that might be negative, a compare
+        # and a select per access that keeps these copies from vectorising)
+        if sb == 1:
+            for j in range(w):
+                colbase = a * sa + b0 + j * sc
                 for i in range(nrows):
-                    rowbase = a * sa + (b0 + i) * sb
-                    for j in range(w):
-                        src = (rowbase + j * sc) * q
-                        p = i * w + j
-                        for c in range(q):
-                            tr[c * ws + p] = pf[src + c]
-                    _gather_row(seg, rowbase, sc, w, sbuf[i * w : (i + 1) * w])
-            _class_major_measures(scratch, npx, q, want_e, maps[0], maps[1], maps[2], inv_logq)
+                    src = (colbase + i) * q
+                    p = i * w + j
+                    for c in range(q):
+                        tr[np.uint64(c * ws + p)] = pf[np.uint64(src + c)]
+                    sbuf[p] = seg[np.uint64(colbase + i)]
+        else:
+            # class by class: unit-stride stores, strided (vectorised gather) loads
             for i in range(nrows):
                 rowbase = a * sa + (b0 + i) * sb
-                for x in range(n_extra):
-                    _gather_row(extra[x], rowbase, sc, w, maps[3 + x, i * w : (i + 1) * w])
-            # with B contiguous, the neighbouring planes' rows (a +- 1, same b) of the whole
-            # block are read column by column too
-            if sb == 1 and use_a:
-                for side in range(2):
-                    an = a - 1 + 2 * side
-                    if 0 <= an < da_:
-                        for j in range(w):
-                            colbase = an * sa + b0 + j * sc
-                            for i in range(nrows):
-                                nplanes[side, i * w + j] = seg[colbase + i]
-            # interior flags, row by row
-            for i in range(nrows):
-                b = b0 + i
-                srow = sbuf[i * w : (i + 1) * w]
-                irow = inside[i * w : (i + 1) * w]
-                irow[:] = True
-                if use_c:
-                    _and_row(irow, srow, srow, w, True)
-                for da in range(-1, 2):
-                    if da != 0 and (not use_a or a + da < 0 or a + da >= da_):
-                        continue
-                    for db in range(-1, 2):
-                        if db != 0 and (not use_b or b + db < 0 or b + db >= db_):
-                            continue
-                        if da == 0 and db == 0:
-                            continue
-                        if da == 0 and 0 <= i + db < nrows:
-                            _and_row(irow, srow, sbuf[(i + db) * w : (i + db + 1) * w], w, use_c)
-                        elif sb == 1 and db == 0:
-                            side = (da + 1) // 2
-                            _and_row(irow, srow, nplanes[side, i * w : (i + 1) * w], w, use_c)
-                        else:
-                            nbase = (a + da) * sa + (b + db) * sb
-                            if sc == 1:
-                                _and_row(irow, srow, seg[nbase : nbase + w], w, use_c)
-                            else:
-                                _gather_row(seg, nbase, sc, w, nbuf)
-                                _and_row(irow, srow, nbuf, w, use_c)
-            # one accumulator update per run of equal segment id
-            for p in range(npx):
-                insf[p] = np.float32(inside[p])
-            p0 = 0
-            while p0 < npx:
-                sid = sbuf[p0]
-                p_end = p0 + 1
-                while p_end < npx and sbuf[p_end] == sid:
-                    p_end += 1
-                row = acc[sid]
-                n_in = np.float32(0.0)
-                for p in range(p0, p_end):
-                    n_in += insf[p]
-                row[_COL_S] += p_end - p0
-                row[_COL_SIN] += n_in
-                # float64 sums: whatever order vectorisation adds them in, the result moves
-                # by ~1e-16 only, so tables agree across processes, threads and builds
-                for m in range(nm):
-                    mrow = maps[m]
-                    tot = 0.0
-                    tin = 0.0
-                    for p in range(p0, p_end):
-                        v = mrow[p]
-                        tot += np.float64(v)
-                        tin += np.float64(v * insf[p])
-                    row[_COL_M0 + 2 * m] += tot
-                    row[_COL_M0 + 2 * m + 1] += tin
                 for c in range(q):
-                    tot = 0.0
-                    for p in range(c * ws + p0, c * ws + p_end):
-                        tot += np.float64(tr[p])
-                    row[off_c + c] += tot
-                p0 = p_end
-    out = partial[0]
-    for ch in range(1, nchunks):
-        out += partial[ch]
-    return out
+                    dst = c * ws + i * w
+                    for j in range(w):
+                        tr[np.uint64(dst + j)] = pf[np.uint64((rowbase + j * sc) * q + c)]
+                _gather_row(seg, rowbase, sc, w, sbuf[i * w : (i + 1) * w])
+        _class_major_measures(scratch, npx, q, want_e, maps[0], maps[1], maps[2], inv_logq)
+        for i in range(nrows):
+            rowbase = a * sa + (b0 + i) * sb
+            for x in range(n_extra):
+                _gather_row(extra[x], rowbase, sc, w, maps[3 + x, i * w : (i + 1) * w])
+        # with B contiguous, the neighbouring planes' rows (a +- 1, same b) of the whole
+        # block are read column by column too
+        if sb == 1 and use_a:
+            for side in range(2):
+                an = a - 1 + 2 * side
+                if 0 <= an < da_:
+                    for j in range(w):
+                        colbase = an * sa + b0 + j * sc
+                        for i in range(nrows):
+                            nplanes[side, i * w + j] = seg[np.uint64(colbase + i)]
+        # interior flags, row by row
+        for i in range(nrows):
+            b = b0 + i
+            srow = sbuf[i * w : (i + 1) * w]
+            irow = inside[i * w : (i + 1) * w]
+            irow[:] = True
+            if use_c:
+                _and_row(irow, srow, srow, w, use_c)
+            for da in range(-1, 2):
+                if da != 0 and (not use_a or a + da < 0 or a + da >= da_):
+                    continue
+                for db in range(-1, 2):
+                    if db != 0 and (not use_b or b + db < 0 or b + db >= db_):
+                        continue
+                    if da == 0 and db == 0:
+                        continue
+                    if da == 0 and 0 <= i + db < nrows:
+                        _and_row(irow, srow, sbuf[(i + db) * w : (i + db + 1) * w], w, use_c)
+                    elif sb == 1 and db == 0:
+                        side = (da + 1) // 2
+                        _and_row(irow, srow, nplanes[side, i * w : (i + 1) * w], w, use_c)
+                    else:
+                        nbase = (a + da) * sa + (b + db) * sb
+                        _gather_row(seg, nbase, sc, w, nbuf)
+                        _and_row(irow, srow, nbuf, w, use_c)
+        # one accumulator update per run of equal segment id
+        for p in range(npx):
+            insf[p] = np.float32(inside[p])
+        p0 = 0
+        while p0 < npx:
+            sid = sbuf[p0]
+            p_end = p0 + 1
+            while p_end < npx and sbuf[p_end] == sid:
+                p_end += 1
+            row = acc[sid]
+            n_in = np.float32(0.0)
+            for p in range(p0, p_end):
+                n_in += insf[p]
+            row[_COL_S] += p_end - p0
+            row[_COL_SIN] += n_in
+            # float64 sums: whatever order vectorisation adds them in, the result moves
+            # by ~1e-16 only, so tables agree across processes, threads and builds
+            for m in range(nm):
+                mrow = maps[m]
+                tot = 0.0
+                tin = 0.0
+                for p in range(p0, p_end):
+                    v = mrow[p]
+                    tot += np.float64(v)
+                    tin += np.float64(v * insf[p])
+                row[_COL_M0 + 2 * m] += tot
+                row[_COL_M0 + 2 * m + 1] += tin
+            for c in range(q):
+                tot = 0.0
+                for p in range(c * ws + p0, c * ws + p_end):
+                    tot += np.float64(tr[p])
+                row[off_c + c] += tot
+            p0 = p_end
 
 
 @njit(cache=True, nogil=True)
@@ -236,7 +229,9 @@ def _overlaps(pred_runs, gt_runs, nseg, ngt, ignore, has_ignore):
     # intervals move to another component); pass 1 writes the records grouped by segment.
     for step in range(2):
         if step == 1:
-            offs = np.cumsum(nrec)
+            offs = nrec.copy()  # running sum by hand: np.cumsum costs a compilation of its own
+            for k in range(1, offs.size):
+                offs[k] += offs[k - 1]
             comps = np.empty(offs[-1], np.int32)
             fill = offs[:-1].copy()
             last[:] = -1
@@ -436,8 +431,13 @@ def iter_segment_metrics(probs, gt=None, *, class_axis=-1, mode="auto", slice_ax
     ncols = 2 + 2 * (3 + len(extra_names)) + q
     chunk_bytes = (n + 1) * ncols * 8
     nchunks = int(max(1, min(_MAX_CHUNKS, nwork, _CHUNK_BUDGET // chunk_bytes)))
-    acc = _accumulate(readonly(a.reshape(-1, q)), readonly(seg.reshape(-1)), dims, strides, use,
-                      "E" in measures, readonly(extra), n, nchunks, block_rows)
+    partial = np.zeros((nchunks, n + 1, ncols))
+    args = (readonly(a.reshape(-1, q)), readonly(seg.reshape(-1)), dims, strides, use, "E" in measures,
+            readonly(extra))
+    run_chunks(lambda ch: _accumulate(*args, ch, nchunks, block_rows, partial[ch]), nchunks)
+    acc = partial[0]
+    for ch in range(1, nchunks):
+        acc += partial[ch]
     table = _build_table(acc, cls, plane, measures, order, q, mode)
     yield 0.8 if gt is not None else 1.0, "measured"
 

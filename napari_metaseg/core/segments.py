@@ -13,40 +13,47 @@ the C-order position of each segment's first pixel, in the layout where slices c
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..names import MODES
+from .inputs import readonly
+from .parallel import bounds, run_chunks, thread_count
 
-__all__ = ["MODES", "label_segments", "resolve_mode"]
+__all__ = ["MODES", "class_ids", "label_segments", "resolve_mode"]
 
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _count_runs(v, nrows, d2, counts):
-    for r in prange(nrows):
-        base = r * d2
+# The kernels below index row slices from 0 or use unsigned indices where they can: numba
+# wraps every signed index that might be negative (a compare and a select per access), which
+# keeps loops from vectorising.
+
+
+@njit(cache=True, nogil=True)
+def _count_runs(v, d2, counts, lo, hi):
+    """Number of runs of each row ``lo .. hi-1`` of the (rows, d2) array ``v`` (flat)."""
+    for r in range(lo, hi):
+        row = v[r * d2 : (r + 1) * d2]
         n = 1
         for c in range(1, d2):
-            if v[base + c] != v[base + c - 1]:
-                n += 1
+            n += row[c] != row[c - 1]
         counts[r] = n
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _fill_runs(v, nrows, d2, ptr, start, stop, val):
-    for r in prange(nrows):
-        base = r * d2
+@njit(cache=True, nogil=True)
+def _fill_runs(v, d2, ptr, start, stop, val, lo, hi):
+    """Start, stop and value of the runs of rows ``lo .. hi-1``, at ``ptr[r]..``."""
+    for r in range(lo, hi):
+        row = v[r * d2 : (r + 1) * d2]
         k = ptr[r]
         start[k] = 0
-        val[k] = v[base]
+        val[k] = row[0]
         for c in range(1, d2):
-            if v[base + c] != v[base + c - 1]:
+            if row[c] != row[c - 1]:
                 stop[k] = c
                 k += 1
                 start[k] = c
-                val[k] = v[base + c]
+                val[k] = row[c]
         stop[k] = d2
 
 
@@ -86,28 +93,29 @@ def _union_rows(parent, ptr, start, stop, val, r, rn):
             k += 1
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _label_runs(ptr, start, stop, val, d0, d1, connect_planes, nparts):
-    """Union-find over runs, then consecutive labels in order of each component's first run.
+@njit(cache=True, nogil=True)
+def _union_planes(parent, ptr, start, stop, val, d1, connect_planes, a_lo, a_hi):
+    """Union-find over the runs of planes ``a_lo .. a_hi-1`` (axis 0), within those planes.
 
-    The planes (axis 0) are split into ``nparts`` contiguous parts unioned in parallel: every
-    union inside a part touches only that part's runs, because roots are always the smallest
-    run index of a component. The planes where parts meet are unioned afterwards, serially.
+    Every union touches only these planes' runs, because roots are always the smallest run
+    index of a component: disjoint plane ranges can be unioned at the same time.
     """
+    for a in range(a_lo, a_hi):
+        for b in range(d1):
+            r = a * d1 + b
+            if b > 0:
+                _union_rows(parent, ptr, start, stop, val, r, r - 1)
+            if connect_planes and a > a_lo:
+                for db in range(-1, 2):
+                    if 0 <= b + db < d1:
+                        _union_rows(parent, ptr, start, stop, val, r, r - d1 + db)
+
+
+@njit(cache=True, nogil=True)
+def _number_runs(parent, ptr, start, stop, val, d0, d1, connect_planes, nparts):
+    """After :func:`_union_planes` on ``nparts`` parts: union the planes where parts meet, then
+    consecutive labels in order of each component's first run; returns ``(labels, n)``."""
     nruns = start.size
-    parent = np.arange(nruns).astype(np.int32)
-    for part in prange(nparts):
-        a_lo = part * d0 // nparts
-        a_hi = (part + 1) * d0 // nparts
-        for a in range(a_lo, a_hi):
-            for b in range(d1):
-                r = a * d1 + b
-                if b > 0:
-                    _union_rows(parent, ptr, start, stop, val, r, r - 1)
-                if connect_planes and a > a_lo:
-                    for db in range(-1, 2):
-                        if 0 <= b + db < d1:
-                            _union_rows(parent, ptr, start, stop, val, r, r - d1 + db)
     if connect_planes:
         for part in range(1, nparts):
             a = part * d0 // nparts
@@ -129,32 +137,33 @@ def _label_runs(ptr, start, stop, val, d0, d1, connect_planes, nparts):
     return lab, n
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _paint_runs(nrows, d2, ptr, start, stop, lab, out):
-    for r in prange(nrows):
+@njit(cache=True, nogil=True)
+def _paint_runs(d2, ptr, start, stop, lab, out, lo, hi):
+    """Write the label of every run of rows ``lo .. hi-1`` into ``out`` (flat, C order)."""
+    for r in range(lo, hi):
         base = r * d2
         for k in range(ptr[r], ptr[r + 1]):
             seg = lab[k]
-            for c in range(start[k], stop[k]):
-                out[base + c] = seg
+            out[base + start[k] : base + stop[k]] = seg
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _paint_runs_strided(d0, d1, d2, ptr, start, stop, lab, out, s0, s1, s2):
+@njit(cache=True, nogil=True)
+def _paint_runs_strided(d0, d1, ptr, start, stop, lab, out, s0, s1, s2, b_lo, b_hi):
     """Paint runs of a (d0, d1, d2) canonical layout into ``out`` with element strides s0, s1, s2.
 
     Used when labelling ran on a slices-first copy: writing straight into the original layout
     saves the labels' back-transposition (4 bytes per voxel). The loop runs over axis 1 outside
-    and axis 0 inside so the writes of one outer step stay within one cache-sized plane.
+    (``b_lo .. b_hi-1``) and axis 0 inside so the writes of one outer step stay within one
+    cache-sized plane.
     """
-    for b in prange(d1):
+    for b in range(b_lo, b_hi):
         for a in range(d0):
             r = a * d1 + b
             base = a * s0 + b * s1
             for k in range(ptr[r], ptr[r + 1]):
                 seg = lab[k]
                 for c in range(start[k], stop[k]):
-                    out[base + c * s2] = seg
+                    out[np.uint64(base + c * s2)] = seg
 
 
 @njit(cache=True, nogil=True)
@@ -177,16 +186,18 @@ def _segment_info(ptr, lab, val, n, d1):
 _TILE = 32
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _last_to_first(src, dst):
-    """``dst[k, i, j] = src[i, j, k]``, tiled so both sides stay in cache."""
-    d0, d1, d2 = src.shape
-    for i in prange(d0):
+@njit(cache=True, nogil=True)
+def _last_to_first(src, dst, lo, hi):
+    """``dst[k, i, j] = src[i, j, k]`` for ``i`` in ``lo .. hi-1``, tiled so both sides stay in
+    cache."""
+    _, d1, d2 = src.shape
+    for i in range(lo, hi):
+        plane = src[i]
         for j0 in range(0, d1, _TILE):
             for k0 in range(0, d2, _TILE):
-                for j in range(j0, min(j0 + _TILE, d1)):
-                    for k in range(k0, min(k0 + _TILE, d2)):
-                        dst[k, i, j] = src[i, j, k]
+                for j in range(np.uint64(j0), np.uint64(min(j0 + _TILE, d1))):
+                    for k in range(np.uint64(k0), np.uint64(min(k0 + _TILE, d2))):
+                        dst[k, i, j] = plane[j, k]
 
 
 def _to_slices_first(values, sax):
@@ -195,10 +206,18 @@ def _to_slices_first(values, sax):
         return np.ascontiguousarray(values)
     if sax == 1:
         return np.ascontiguousarray(np.moveaxis(values, 1, 0))
-    src = np.ascontiguousarray(values)
+    src = readonly(np.ascontiguousarray(values))
     dst = np.empty((src.shape[2], src.shape[0], src.shape[1]), src.dtype)
-    _last_to_first(src, dst)
+    d0 = src.shape[0]
+    nchunks = _row_chunks(d0, src.size)
+    run_chunks(lambda ch: _last_to_first(src, dst, *bounds(d0, nchunks, ch)), nchunks)
     return dst
+
+
+def _row_chunks(nrows, size):
+    """Chunks for a pass over ``nrows`` rows of ``size`` values in all: at least 64 Ki values
+    each (a thread's start costs about as much as a pass over that many), at most 64."""
+    return int(max(1, min(nrows, 64, size // 65536)))
 
 
 def _label_canonical(v3, connect_planes, out_strides=None, paint=True):
@@ -210,26 +229,37 @@ def _label_canonical(v3, connect_planes, out_strides=None, paint=True):
     """
     d0, d1, d2 = v3.shape
     nrows = d0 * d1
-    flat = v3.reshape(-1)
+    flat = readonly(v3.reshape(-1))
+    nchunks = _row_chunks(nrows, flat.size)
     counts = np.empty(nrows, np.int64)
-    _count_runs(flat, nrows, d2, counts)
+    run_chunks(lambda ch: _count_runs(flat, d2, counts, *bounds(nrows, nchunks, ch)), nchunks)
     ptr = np.zeros(nrows + 1, np.int64)
     np.cumsum(counts, out=ptr[1:])
     nruns = int(ptr[-1])
     start = np.empty(nruns, np.int32)
     stop = np.empty(nruns, np.int32)
     val = np.empty(nruns, flat.dtype)
-    _fill_runs(flat, nrows, d2, ptr, start, stop, val)
-    nparts = max(1, min(d0, numba.get_num_threads()))
-    lab, n = _label_runs(ptr, start, stop, val, d0, d1, connect_planes, nparts)
+    run_chunks(lambda ch: _fill_runs(flat, d2, ptr, start, stop, val, *bounds(nrows, nchunks, ch)),
+               nchunks)
+    ptr, start, stop, val = (readonly(x) for x in (ptr, start, stop, val))
+    # the planes are cut into parts unioned in threads (labels do not depend on the cut)
+    nparts = max(1, min(d0, thread_count()))
+    parent = np.arange(nruns, dtype=np.int32)
+    run_chunks(lambda part: _union_planes(parent, ptr, start, stop, val, d1, connect_planes,
+                                          *bounds(d0, nparts, part)), nparts)
+    lab, n = _number_runs(parent, ptr, start, stop, val, d0, d1, connect_planes, nparts)
+    lab = readonly(lab)
     out = None
     if paint:
         out = np.empty(flat.size, np.int32)
         if out_strides is None:
-            _paint_runs(nrows, d2, ptr, start, stop, lab, out)
+            run_chunks(lambda ch: _paint_runs(d2, ptr, start, stop, lab, out, *bounds(nrows, nchunks, ch)),
+                       nchunks)
             out = out.reshape(v3.shape)
         else:
-            _paint_runs_strided(d0, d1, d2, ptr, start, stop, lab, out, *out_strides)
+            nb = _row_chunks(d1, flat.size)
+            run_chunks(lambda ch: _paint_runs_strided(d0, d1, ptr, start, stop, lab, out, *out_strides,
+                                                      *bounds(d1, nb, ch)), nb)
     cls, plane = _segment_info(ptr, lab, val, n, d1)
     return out, n, cls, plane, (ptr, start, stop, lab, val)
 
@@ -331,5 +361,28 @@ def label_segments(pred, *, mode="auto", slice_axis=-1):
     if pred.size == 0:
         raise ValueError(f"pred is empty (shape {pred.shape})")
     mode, sax = _resolve_mode(mode, pred.ndim, slice_axis)
-    seg, n, _, _, _ = _label_any(pred, mode, sax)
+    seg, n, _, _, _ = _label_any(class_ids(pred), mode, sax)
     return seg, n
+
+
+def class_ids(values):
+    """``values`` (integer ids) as uint8 when they fit, else int32 (int64 only beyond int32).
+
+    The labelling kernels are compiled for these dtypes only, so maps of any integer dtype
+    reuse them instead of compiling another specialisation on first use; ids keep their values,
+    so the segments are the same.
+
+    Example
+    -------
+    >>> class_ids(np.array([0, 3, 255], np.int64)).dtype
+    dtype('uint8')
+    """
+    values = np.asarray(values)
+    if values.dtype == np.uint8:
+        return values
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if 0 <= lo and hi <= 255:
+        return values.astype(np.uint8)
+    if -(2**31) <= lo and hi < 2**31:
+        return values.astype(np.int32, copy=False)
+    return values
