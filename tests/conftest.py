@@ -1,6 +1,12 @@
+import os
 from pathlib import Path
 
 import pytest
+
+# The MetaSeg dock prepares the engine in a child process when it opens (see
+# napari_metaseg/_widgets/warmup.py); tests that drive the dock expect runs to start at once, so
+# it is off here, and tests/test_gui_workspace.py::test_the_dock_prepares_the_engine turns it on.
+os.environ.setdefault("NAPARI_METASEG_WARM_UP", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

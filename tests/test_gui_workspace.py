@@ -295,3 +295,27 @@ def test_a_case_opened_from_triage_arrives_with_its_quality_overlay(make_napari_
     assert layer.metadata["metaseg"]["color_by"] == "iou_adj_pred"  # the session's model rated it
     assert layer.metadata["metaseg"]["case_id"] == case
     assert not dock.legend.isHidden() and "predicted IoU_adj" in dock.legend.text()
+
+
+def test_the_dock_prepares_the_engine_and_starts_a_run_asked_for_meanwhile(make_napari_viewer, qtbot,
+                                                                           monkeypatch):
+    from napari_metaseg._widgets import warmup
+
+    monkeypatch.delenv("NAPARI_METASEG_WARM_UP", raising=False)
+    monkeypatch.setattr(warmup, "_INSTANCE", None)  # a new viewer process
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-metaseg", "nuclei2d")
+    dock = _dock(viewer)
+    warm = dock.warm_up
+    assert isinstance(warm, warmup.EngineWarmUp)
+    if not warm.is_ready:  # (numba's cache is warm here, so this takes about a second)
+        assert dock.analysis.status.text().startswith("preparing the engine (first run only)")
+        assert dock.analysis.run() is None  # asked for while preparing: starts when ready
+        assert "starts when it is ready" in dock.analysis.status.text()
+        with qtbot.waitSignal(dock.analysis.finished, timeout=180_000):
+            pass
+    else:
+        _run(qtbot, dock.analysis)
+    wait_for_worker(qtbot, dock.analysis)
+    assert warm.is_ready and warm.process.exitCode() == 0
+    assert "segments" in viewer.layers

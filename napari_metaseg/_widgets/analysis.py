@@ -29,6 +29,7 @@ from .._layers import (
     segment_colormap,
 )
 from ..names import MODES
+from ..workflows.warmup import WARM_UP_STAGE
 from ._form import make_form, set_choices
 from ._session import session_for
 from ._settings import section, update_settings
@@ -156,6 +157,7 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         self.session = session_for(napari_viewer)
         self.worker = None
         self.seg_layer = None
+        self._run_requested = False
         self._syncing = False
         #: the volume mode ("3d"/"slices") shown before a 2D probability layer forced "2d"
         self._volume_mode = None
@@ -313,11 +315,33 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
         else:
             self.run()
 
+    def wait_for_engine(self, warm_up):
+        """Runs asked for while the engine is being prepared start when it is ready."""
+        self._warm_up = warm_up
+        if not warm_up.is_ready:
+            self.status.setText(f"{WARM_UP_STAGE} …")
+            warm_up.ready.connect(self._engine_ready)
+
+    def _engine_ready(self):
+        seconds = getattr(self._warm_up, "seconds", None) or 0.0
+        if self.status.text().startswith(WARM_UP_STAGE):
+            self.status.setText(f"engine ready ({seconds:.1f} s)")
+        if self._run_requested:
+            self._run_requested = False
+            self.run()
+
     def run(self):
-        """Start the analysis in a worker; returns the worker (None when the inputs are wrong)."""
+        """Start the analysis in a worker; returns the worker (None when the inputs are wrong or
+        the engine is still being prepared: the run then starts when it is ready)."""
         import numba
 
         from .. import workflows
+
+        warm_up = getattr(self, "_warm_up", None)
+        if warm_up is not None and not warm_up.is_ready:
+            self._run_requested = True
+            self.status.setText(f"{WARM_UP_STAGE}; the analysis starts when it is ready …")
+            return None
 
         probs_layer = self._layer(self.form.probabilities)
         if probs_layer is None:

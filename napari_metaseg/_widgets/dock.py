@@ -63,6 +63,10 @@ class MetaSegDock(QWidget):
         layout.addWidget(self.tabs)
         self.legend = legend_for(napari_viewer)
         self.setMinimumWidth(240)
+        from .warmup import engine_warm_up
+
+        self.warm_up = engine_warm_up()  # compiles the engine in a child process (first run only)
+        self.analysis.wait_for_engine(self.warm_up)
 
     def sizeHint(self):
         hint = super().sizeHint()
