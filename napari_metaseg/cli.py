@@ -192,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-training-cases", action="store_true",
                    help="also score cases the model was trained on (optimistic)")
 
-    _add_ood_parser(sub)
-    _add_scores_parser(sub)
-    _add_quality_parser(sub)
+    _part("cli_ood")._add_ood_parser(sub)
+    _part("cli_quality")._add_scores_parser(sub)
+    _part("cli_quality")._add_quality_parser(sub)
 
     p = sub.add_parser("report", help="self-contained HTML report: tables and plots")
     _add_table_options(p)
@@ -214,97 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _hide_mode(p):
     """Leave ``--mode`` out of the help of commands that do not segment (it is still accepted)."""
     next(a for a in p._actions if a.dest == "mode").help = argparse.SUPPRESS
-
-
-def _add_scores_parser(sub):
-    p = sub.add_parser("scores", help="evaluation scores against ground truth: IoU, Dice, accuracy per case",
-                       description="Score the prediction (argmax of the softmax) of every case against its "
-                                   "ground truth: IoU and Dice of every class, pixel accuracy, and mean "
-                                   "IoU / Dice over the classes other than the background that occur in the "
-                                   "case (absent classes are skipped, not counted as 0 or 1). Writes "
-                                   "DIR/scores.csv (one row per case) and, with --per-slice, "
-                                   "DIR/scores_slices.csv (one row per slice of every volume).")
-    _add_case_options(p, out_help="output folder", resumable=False)
-    next(a for a in p._actions if a.dest == "out").metavar = "DIR"
-    _hide_mode(p)
-    p.add_argument("--per-slice", action="store_true", help="also score every slice along --slice-axis")
-    p.add_argument("--groups", metavar="JSON",
-                   help='regions of several classes scored as one, from a JSON file such as '
-                        '{"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}')
-    p.add_argument("--background", type=_ignore_index, default=0, metavar="N",
-                   help="class left out of the mean IoU / Dice, or 'none' (default 0)")
-
-
-def _add_quality_parser(sub):
-    from .names import REGRESSOR_KINDS
-
-    p = sub.add_parser("quality", help="image-level quality: train, predict, evaluate (per slice or case)",
-                       description="Predict the quality (mean IoU, mean Dice or accuracy) of every slice or "
-                                   "case from aggregates of its segment metrics, and judge the prediction as "
-                                   "DeVries & Taylor do (RMSE, detection error, AUROC, AUPR-pass, AUPR-fail "
-                                   "of pass vs fail at --fail-below).")
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
-    t = actions.add_parser("train", help="fit an image-quality model on cases with ground truth",
-                           description="Fit a regressor of the image score on the image rows of the cases; "
-                                       "writes the model file and, beside it, the training rows "
-                                       "<name>.images.csv (an evaluation refits the size-and-segment-count "
-                                       "baseline on them).")
-    _add_case_options(t, out_help="model file (.json or .json.gz)", resumable=False)
-    next(a for a in t._actions if a.dest == "out").metavar = "MODEL"
-    t.add_argument("--by", choices=("slice", "case"), default="slice",
-                   help="one row per slice of every volume (default; segments slice by slice) or per case")
-    t.add_argument("--target", choices=("mean_iou", "mean_dice", "pixel_accuracy"), default="mean_iou",
-                   help="score to predict (default mean_iou, the Jaccard index of DeVries & Taylor)")
-    t.add_argument("--kind", choices=REGRESSOR_KINDS, default="lasso",
-                   help="regressor: lasso (default), linear or gbm (gradient boosting)")
-    t.add_argument("--fail-below", type=float, default=0.7, metavar="T",
-                   help="a row fails when its score is below T (default 0.7); stored in the model")
-    t.add_argument("--background", type=_ignore_index, default=0, metavar="N",
-                   help="class left out of the aggregates and of the mean scores, or 'none' (default 0)")
-    t.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
-    for name, helptext in (("predict", "predicted quality of every slice or case, pass or fail"),
-                           ("evaluate", "DeVries & Taylor's figures of a model on cases with ground truth")):
-        a = actions.add_parser(name, help=helptext)
-        a.add_argument("model", metavar="MODEL", help="model file written by `quality train`")
-        _add_case_options(a, out_help="CSV file of the rows with their predictions"
-                          + (" (optional)" if name == "evaluate" else ""), resumable=False)
-        if name == "evaluate":
-            next(x for x in a._actions if x.dest == "out").required = False
-            a.add_argument("--fail-below", type=float, default=None, metavar="T",
-                           help="failure threshold (default: the model's)")
-
-
-def _add_ood_parser(sub):
-    p = sub.add_parser("ood", help="out-of-distribution candidate regions, rated by a region model",
-                       description="Threshold a dispersion heatmap (default: entropy >= 0.5), take its "
-                                   "connected regions as OoD candidates and describe each; with --model "
-                                   "keep those the region meta classifier rates as OoD. Writes "
-                                   "DIR/cases/<case>_ood.parquet, DIR/ood_regions.parquet and "
-                                   "DIR/maps/<case>_ood_regions.nii.gz (ids of the kept regions, the "
-                                   "input's affine); for cases with OoD annotations (an ood.<ext> file in "
-                                   "the case folder, <case>_ood.<ext> beside the softmax, else ground-truth "
-                                   "voxels equal to --ood-label) the regions get a hit column and "
-                                   "DIR/ood_objects.csv / ood_pixels.csv the evaluation. `train` on "
-                                   "DIR/ood_regions.parquet fits a region model.")
-    p.add_argument("--model", metavar="MODEL",
-                   help="region model file (`train` on region tables); its threshold, measure and "
-                        "excluded classes are used")
-    _add_case_options(p, out_help="output folder", resumable=False)
-    next(a for a in p._actions if a.dest == "out").metavar = "DIR"
-    p.add_argument("--threshold", type=float, default=None, metavar="T",
-                   help="candidates: heatmap >= T (default: the model's, else 0.5)")
-    p.add_argument("--measure", choices=("E", "D", "V"), default=None,
-                   help="heatmap thresholded: E entropy (default), D margin, V variation ratio")
-    p.add_argument("--exclude-class", type=int, action="append", default=None, metavar="C",
-                   dest="exclude_classes",
-                   help="no candidates where class C is predicted (repeatable; e.g. 0, the background "
-                        "around a brain)")
-    p.add_argument("--ood-label", type=_ignore_index, default=255, metavar="N",
-                   help="ground-truth label of OoD voxels, or 'none' (an OoD annotation file comes first; "
-                        "default 255)")
-    p.add_argument("--p-keep", type=float, default=0.5, metavar="P",
-                   help="keep regions whose P(OoD) from the model is >= P (default 0.5)")
 
 
 # ============================================================================================
@@ -522,39 +431,6 @@ def _cmd_label_errors(args):
     return _report_failed(result.failed, _failed_csv(out) if result.failed else None)
 
 
-def _cmd_ood(args):
-    from .core.meta_io import MetaModelFileError
-    from .workflows import ood_cases
-
-    if args.model is not None and not Path(args.model).is_file():
-        raise UsageError(f"model {args.model}: no such file")
-    if not 0.0 <= args.p_keep <= 1.0:
-        raise UsageError(f"--p-keep must lie in [0, 1], got {args.p_keep}")
-    cases = _collect_cases(args)
-    given = {"threshold": args.threshold, "measure": args.measure, "exclude_classes": args.exclude_classes,
-             "mode": args.mode, "slice_axis": args.slice_axis}
-    explicit = tuple(k for k, v in given.items() if v is not None)
-    settings = {**given, "exclude_classes": args.exclude_classes or (), "ood_label": args.ood_label,
-                "class_axis": args.class_axis, "p_keep": args.p_keep, "command": "ood"}
-    _warm_up(args)
-    try:
-        run = _run(args, ood_cases(cases, _out_folder(args), settings, args.model, explicit=explicit,
-                                   **_run_options(args)), total=len(cases), desc="ood")
-    except MetaModelFileError as exc:
-        raise UsageError(f"model {args.model}: {exc}") from None
-    except ValueError as exc:  # settings that do not fit the model (cases fail on their own)
-        raise UsageError(str(exc)) from None
-    s = run.settings
-    kept = f", {run.n_kept} kept by the model (P >= {s['p_keep']:g})" if args.model else ""
-    _note(args, f"ood: {_cases(run.n_cases)}: {run.n_regions} candidate regions ({s['measure']} >= "
-                f"{s['threshold']:g}){kept}, {len(run.failed)} failed -> {run.combined}")
-    if run.evaluation is not None:
-        print(f"evaluation on {_cases(len(run.annotated))} with OoD annotations "
-              f"(-> {run.out / 'ood_objects.csv'}, {run.out / 'ood_pixels.csv'}):\n")
-        print(run.evaluation.to_markdown())
-    return _report_failed(run.failed, run.out / "failed.csv" if run.failed else None)
-
-
 # ============================================================================================
 # Table commands: train, refit, evaluate, report
 # ============================================================================================
@@ -669,7 +545,7 @@ def _cmd_train(args):
     from .workflows.ood import is_region_table
 
     if is_region_table(table):
-        return _train_regions(args, table, out)
+        return _part("cli_ood")._train_regions(args, table, out)
     if "iou_adj" not in table.columns:
         raise UsageError("the tables have no iou_adj column: training needs cases with ground truth")
     seg = _tables_segmentation(args.tables)
@@ -684,48 +560,6 @@ def _cmd_train(args):
         raise UsageError(str(exc)) from None
     save_model(out, result)
     _print_trained(result, f"trained {args.kind} ({args.target})", out)
-    return EXIT_OK
-
-
-def _tables_ood(paths):
-    """``(ood record, segmentation)`` that ``ood`` stored in region tables; tables made with
-    different settings, or without settings (CSV), are refused."""
-    from .io.results import read_settings
-
-    found = []
-    for p in map(Path, paths):
-        target = p / "ood_regions.parquet" if p.is_dir() else p
-        settings = read_settings(target) if target.suffix.lower() in (".parquet", ".pq") else None
-        if not settings or "threshold" not in settings:
-            raise UsageError(f"{p}: a region table without the settings it was made with (threshold, "
-                             "measure); train on the .parquet tables `napari-metaseg ood` writes")
-        found.append(({k: settings.get(k) for k in ("threshold", "measure", "exclude_classes")},
-                      settings.get("segmentation")))
-    for rec in found[1:]:
-        if rec != found[0]:
-            raise UsageError(f"the region tables were made with different settings ({found[0]} vs {rec}); "
-                             "train on regions of one kind")
-    return found[0]
-
-
-def _train_regions(args, table, out):
-    from .workflows import save_model, train_regions
-
-    if args.target == "regression":
-        raise UsageError("region tables train a classifier (of hit) only; leave out --target regression")
-    clf_kind = MODEL_PAIRS[args.kind][0]
-    ood, seg = _tables_ood(args.tables)
-    _note(args, "train: OoD region tables: fitting a classifier of hit (1 = the region touches an annotated "
-                f"OoD voxel), {clf_kind}; no regressor")
-    try:
-        result = _run(args, train_regions(table, kind=clf_kind, random_state=args.random_state, ood=ood,
-                                          segmentation=seg), total=100, desc="train", unit="%")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    save_model(out, result)
-    clf = result.classifier
-    print(f"trained {clf_kind} OoD region classifier ({ood['measure']} >= {ood['threshold']:g}): "
-          f"{result.note}; {len(clf.feature_names_in_)} features -> {out}")
     return EXIT_OK
 
 
@@ -804,153 +638,20 @@ def _cmd_demo(args):
     return EXIT_OK
 
 
-# ============================================================================================
-# Quality at every scale: scores, image-level quality
-# ============================================================================================
-def _read_groups(path):
-    from .core.safe_json import JSONLimitError, load_json_file
+def _part(name):
+    """A command module of its own (``cli_ood``, ``cli_quality``): they use the helpers here, so
+    they are imported when used, not when this module loads."""
+    from importlib import import_module
 
-    if not Path(path).is_file():
-        raise UsageError(f"--groups {path}: no such file")
-    try:
-        groups = load_json_file(path, max_bytes=1 << 20, max_depth=4)
-    except (JSONLimitError, ValueError) as exc:
-        raise UsageError(f"--groups {path}: not a JSON file ({exc})") from None
-    from .core.scores import _check_groups
-
-    try:
-        return _check_groups(groups)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f'--groups {path}: {exc}; expected {{"WT": [1, 2, 4], ...}}') from None
+    return import_module(f"napari_metaseg.{name}")
 
 
-def _score_cell(v):
-    return "n/a" if v != v else f"{v:.4f}"  # NaN: the class or group is absent from the case
+def _in(module, name):
+    def command(args):
+        return getattr(_part(module), name)(args)
 
-
-def _cmd_scores(args):
-    from .core.csv_safe import write_csv
-    from .workflows import case_settings, scores
-
-    groups = _read_groups(args.groups) if args.groups else None
-    cases = _collect_cases(args)
-    out = _out_folder(args)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = case_settings(slice_axis=args.slice_axis, ignore_index=args.ignore_index,
-                             class_axis=args.class_axis, background=args.background)
-    job = scores(cases, settings, groups=groups, per_slice=args.per_slice, **_run_options(args))
-    result = _run(args, job, total=len(cases), desc="scores")
-    if len(result.cases):
-        write_csv(result.cases, out / "scores.csv")
-        if result.slices is not None:
-            write_csv(result.slices, out / "scores_slices.csv")
-        shown = ["mean_iou", "mean_dice", "pixel_accuracy", *[f"iou_{g}" for g in (groups or {})]]
-        print("| case | " + " | ".join(shown) + " |\n|" + "---|" * (len(shown) + 1))
-        for _, r in result.cases.iterrows():
-            print(f"| {r['case']} | " + " | ".join(_score_cell(r[c]) for c in shown) + " |")
-        print(f"| mean of {_cases(len(result.cases))} | "
-              + " | ".join(_score_cell(result.summary[c]) for c in shown) + " |")
-        slices = " and scores_slices.csv" if result.slices is not None else ""
-        _note(args, f"scores: {_cases(len(result.cases))} scored, {len(result.failed)} failed -> "
-                    f"{out / 'scores.csv'}{slices}")
-    return _report_failed(result.failed, out / "failed.csv" if result.failed else None)
-
-
-def _quality_rows(args, settings, desc):
-    from .workflows import image_rows
-
-    cases = _collect_cases(args)
-    _warm_up(args)
-    rows = _run(args, image_rows(cases, settings, **_run_options(args)), total=len(cases), desc=desc)
-    if not len(rows.table):
-        raise UsageError(f"no case could be read ({rows.failed[0][1] if rows.failed else 'none given'})")
-    return rows
-
-
-def _cmd_quality(args):
-    actions = {"train": _quality_train, "predict": _quality_predict, "evaluate": _quality_evaluate}
-    return actions[args.action](args)
-
-
-def _quality_train(args):
-    from .workflows import drain, save_quality_model, train_quality
-    from .workflows.quality import quality_settings
-
-    out = _model_out(args)
-    try:
-        settings = quality_settings(by=args.by, mode=args.mode, slice_axis=args.slice_axis,
-                                    ignore_index=args.ignore_index, class_axis=args.class_axis,
-                                    background=args.background)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    rows = _quality_rows(args, settings, "rows")
-    try:
-        model = drain(train_quality(rows.table, settings, target=args.target, kind=args.kind,
-                                    fail_below=args.fail_below, random_state=args.random_state))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    save_quality_model(out, model)
-    print(f"trained a {args.kind} image-quality model of {args.target} on {model.regressor.n_segments_} "
-          f"{args.by} rows of {_cases(len(set(rows.table['case'])))}, "
-          f"{len(model.regressor.feature_names_in_)} features -> {out}")
-    return _report_failed(rows.failed, _failed_csv(out) if rows.failed else None)
-
-
-def _quality_model(args):
-    from .core.meta_io import MetaModelFileError
-    from .workflows import load_quality_model
-    from .workflows.quality import model_settings
-
-    if not Path(args.model).is_file():
-        raise UsageError(f"model {args.model}: no such file")
-    try:
-        model = load_quality_model(args.model)
-        settings = model_settings(model, mode=args.mode, slice_axis=args.slice_axis,
-                                  ignore_index=args.ignore_index, class_axis=args.class_axis)
-    except MetaModelFileError as exc:
-        raise UsageError(f"model {args.model}: {exc}") from None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return model, settings
-
-
-def _quality_predict(args):
-    from .workflows import predict_quality
-
-    model, settings = _quality_model(args)
-    rows = _quality_rows(args, settings, "predict")
-    try:
-        table = predict_quality(rows.table, model)
-    except ValueError as exc:
-        raise UsageError(f"model {args.model}: {exc}") from None
-    out = Path(args.out)
-    _write_csv(table, out)
-    n_fail = int((~table["pass_pred"]).sum())
-    _note(args, f"quality: {len(table)} {model.by} rows of {_cases(len(set(table['case'])))}, {n_fail} "
-                f"predicted to fail ({model.target} < {model.fail_below:g}) -> {out}")
-    return _report_failed(rows.failed, _failed_csv(out) if rows.failed else None)
-
-
-def _quality_evaluate(args):
-    from .workflows import evaluate_quality_rows
-
-    model, settings = _quality_model(args)
-    rows = _quality_rows(args, settings, "evaluate")
-    try:
-        ev = evaluate_quality_rows(rows.table, model, fail_below=args.fail_below)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    trained = set(map(str, model.regressor.training_cases_)) & set(rows.table["case"].astype(str))
-    if trained:
-        print(f"{PROG}: warning: quality evaluate: case(s) {', '.join(sorted(trained))} were used to train "
-              "the model: the figures are optimistic", file=sys.stderr)
-    print(f"{model.by} rows: {ev.target}, failure below {ev.fail_below:g}\n")
-    print(ev.to_markdown())
-    if ev.note:
-        _note(args, f"quality: {ev.note}")
-    if args.out:
-        _write_csv(ev.rows, Path(args.out))
-    return _report_failed(rows.failed, _failed_csv(Path(args.out)) if rows.failed and args.out else None)
+    command.__name__ = name
+    return command
 
 
 _COMMANDS = {
@@ -961,9 +662,9 @@ _COMMANDS = {
     "predict": _cmd_predict,
     "rank": _cmd_rank,
     "label-errors": _cmd_label_errors,
-    "ood": _cmd_ood,
-    "scores": _cmd_scores,
-    "quality": _cmd_quality,
+    "ood": _in("cli_ood", "_cmd_ood"),
+    "scores": _in("cli_quality", "_cmd_scores"),
+    "quality": _in("cli_quality", "_cmd_quality"),
     "report": _cmd_report,
     "demo": _cmd_demo,
 }
