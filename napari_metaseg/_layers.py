@@ -53,6 +53,24 @@ def text_overlay(viewer):
     return viewer.text_overlay
 
 
+def centre_on_mask(viewer, layer, mask):
+    """Move the camera (and the sliders of the axes not shown) to the voxels ``mask`` of ``layer``:
+    to the voxel nearest their centroid, so the slice shown holds some of them even when they curve."""
+    coords = np.argwhere(mask)
+    if not len(coords):
+        return
+    centroid = coords.mean(axis=0)
+    point = coords[np.argmin(((coords - centroid) ** 2).sum(axis=1))].astype(float)
+    world = np.asarray(layer.data_to_world(point))
+    world_c = np.asarray(layer.data_to_world(centroid))
+    offset = viewer.dims.ndim - layer.ndim
+    displayed = viewer.dims.displayed
+    for ax in range(layer.ndim):
+        if ax + offset not in displayed:
+            viewer.dims.set_point(ax + offset, world[ax])
+    camera(viewer).center = tuple(world_c[ax - offset] if ax >= offset else 0.0 for ax in displayed)
+
+
 def case_id_of(layer):
     """The case a layer shows: from its file (see :func:`napari_metaseg.io.cases.case_id_from_path`),
     else its name without ``softmax`` / ``probabilities``."""

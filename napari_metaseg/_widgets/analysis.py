@@ -22,8 +22,8 @@ from .._layers import (
     FIRST_COLUMNS,
     add_results,
     axial_view,
-    camera,
     case_id_of,
+    centre_on_mask,
     quality_column,
     recolor_with,
     segment_colormap,
@@ -488,22 +488,7 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
 
     def centre_on(self, seg_id):
         """Move the camera (and the slider of a non-displayed axis) to segment ``seg_id``."""
-        layer = self.seg_layer
-        coords = np.argwhere(np.asarray(layer.data) == seg_id)
-        if not len(coords):
-            return
-        centroid = coords.mean(axis=0)
-        # a voxel of the segment nearest its centroid: the right slice even for curved segments
-        point = coords[np.argmin(((coords - centroid) ** 2).sum(axis=1))].astype(float)
-        world = np.asarray(layer.data_to_world(point))
-        world_c = np.asarray(layer.data_to_world(centroid))
-        offset = self.viewer.dims.ndim - layer.ndim
-        displayed = self.viewer.dims.displayed
-        for ax in range(layer.ndim):
-            if ax + offset not in displayed:
-                self.viewer.dims.set_point(ax + offset, world[ax])
-        camera(self.viewer).center = tuple(world_c[ax - offset] if ax >= offset else 0.0
-                                           for ax in displayed)
+        centre_on_mask(self.viewer, self.seg_layer, np.asarray(self.seg_layer.data) == seg_id)
 
     def _label_selected(self, event=None):
         if self._syncing or self.seg_layer is None:

@@ -24,9 +24,9 @@ STYLE = ("QWidget#metaseg_legend {background: rgba(20, 20, 24, 210); border-radi
          "QLabel {color: #f0f0f0; background: transparent; font-size: 11px;}")
 
 
-def ramp_pixmap(width=180, height=12):
-    """The quality ramp, worst (left) to best (right)."""
-    ramp = quality_rgba(np.linspace(0.0, 1.0, width), alpha=1.0)[:, :3]
+def ramp_pixmap(width=180, height=12, *, rgba_of=quality_rgba):
+    """A colour ramp, 0 (left) to 1 (right): by default the quality ramp, worst to best."""
+    ramp = rgba_of(np.linspace(0.0, 1.0, width), alpha=1.0)[:, :3]
     rgb = np.ascontiguousarray(np.repeat((ramp * 255).astype(np.uint8)[None], height, axis=0))
     img = QImage(rgb.data, width, height, 3 * width, QImage.Format_RGB888)
     return QPixmap.fromImage(img.copy())

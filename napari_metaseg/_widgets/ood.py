@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtGui import QColor, QImage, QPixmap
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -33,10 +32,12 @@ from qtpy.QtWidgets import (
 )
 
 from .. import workflows
-from .._layers import camera
+from .._layers import centre_on_mask
 from ._form import make_form, set_choices
 from ._table import DataFrameModel, table_view
 from ._worker import WorkerPanelMixin
+from .legend import ramp_pixmap as legend_ramp
+from .legend import swatch_pixmap
 
 NONE = "(none)"
 MODES = ("auto", "3d", "slices", "2d")
@@ -77,16 +78,8 @@ def region_colormap(table):
 
 
 def ramp_pixmap(width=160, height=12):
-    rgb = (p_rgba(np.linspace(0.0, 1.0, width), alpha=1.0)[:, :3] * 255).astype(np.uint8)
-    rgb = np.ascontiguousarray(np.repeat(rgb[None], height, axis=0))
-    img = QImage(rgb.data, width, height, 3 * width, QImage.Format_RGB888)
-    return QPixmap.fromImage(img.copy())
-
-
-def swatch_pixmap(rgb, size=12):
-    pix = QPixmap(size, size)
-    pix.fill(QColor.fromRgbF(*[float(c) for c in rgb]))
-    return pix
+    """The P(OoD) ramp (see :func:`p_rgba`)."""
+    return legend_ramp(width, height, rgba_of=p_rgba)
 
 
 class OodWidget(WorkerPanelMixin, QWidget):
@@ -535,19 +528,7 @@ class OodWidget(WorkerPanelMixin, QWidget):
     def centre_on(self, rid):
         """Move the camera (and the slider of a non-displayed axis) to region ``rid``."""
         layer = self.regions_layer
-        coords = np.argwhere(np.asarray(layer.data) == rid)
-        if not len(coords):
-            return
-        centroid = coords.mean(axis=0)
-        point = coords[np.argmin(((coords - centroid) ** 2).sum(axis=1))].astype(float)
-        world = np.asarray(layer.data_to_world(point))
-        world_c = np.asarray(layer.data_to_world(centroid))
-        offset = self.viewer.dims.ndim - layer.ndim
-        displayed = self.viewer.dims.displayed
-        for ax in range(layer.ndim):
-            if ax + offset not in displayed:
-                self.viewer.dims.set_point(ax + offset, world[ax])
-        camera(self.viewer).center = tuple(world_c[ax - offset] if ax >= offset else 0.0 for ax in displayed)
+        centre_on_mask(self.viewer, layer, np.asarray(layer.data) == rid)
 
     def _label_selected(self, event=None):
         if self._syncing or self.regions_layer is None:
