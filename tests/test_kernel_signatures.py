@@ -48,7 +48,6 @@ EXPECTED = {
     "meta_solvers._cd_quadratic": 1,
     "meta_fitted._ensemble_raw": 1,
     # OoD regions (core/ood.py): run by the OoD job, not by the calls here
-    "ood._root": 1,
     "ood._candidate_runs": 1,  # callee of _label_sparse
     "ood._label_sparse": 1,
     "ood._gather_rows": 2,  # float32 probabilities, and float64
@@ -57,7 +56,7 @@ EXPECTED = {
 }
 #: Kernels the calls below need not reach: callees (see above) and other jobs' kernels.
 NOT_ALWAYS_RUN = {"heatmaps.padded_stride", "heatmaps._measure_scratch", "segments._union_rows",
-                  "metrics._and_row", "metrics._gather_row", "ood._root", "ood._label_sparse",
+                  "metrics._and_row", "metrics._gather_row", "ood._label_sparse",
                   "ood._candidate_runs", "ood._gather_rows",
                   "ood._region_sums", "ood._pair_hits"}
 

@@ -132,3 +132,39 @@ def table_view(model, on_row, *, sortable=False, row_numbers=True):
     view.horizontalHeader().setResizeContentsPrecision(RESIZE_ROWS)
     view.clicked.connect(lambda idx: on_row(idx.row()))
     return view
+
+
+class LabelTableLink:
+    """For a panel whose table (``table_view`` over ``model``, an ``index`` column of label ids)
+    shows the labels of a Labels layer: a row click selects and centres its label, selecting a
+    label (canvas click) selects its row. ``_syncing`` stops the two from echoing each other."""
+
+    _syncing = False
+
+    def _select_label_of_row(self, layer, row):
+        """Select the label of table row ``row`` in ``layer``; returns its id (None: no such row)."""
+        if layer is None or not 0 <= row < len(self.model.frame):
+            return None
+        label = int(self.model.frame["index"].iloc[row])
+        self._syncing = True
+        try:
+            layer.selected_label = label
+            self.table_view.selectRow(row)
+        finally:
+            self._syncing = False
+        return label
+
+    def _select_row_of_label(self, layer):
+        """Select (and scroll to) the row of ``layer``'s selected label; returns whether found."""
+        if self._syncing or layer is None:
+            return False
+        row = self.model.row_of("index", int(layer.selected_label))
+        if row < 0:
+            return False
+        self._syncing = True
+        try:
+            self.table_view.selectRow(row)
+            self.table_view.scrollTo(self.model.index(row, 0))
+        finally:
+            self._syncing = False
+        return True

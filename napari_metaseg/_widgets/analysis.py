@@ -33,7 +33,7 @@ from ..workflows.warmup import WARM_UP_STAGE
 from ._form import make_form, set_choices
 from ._session import session_for
 from ._settings import section, update_settings
-from ._table import DataFrameModel, table_view
+from ._table import DataFrameModel, LabelTableLink, table_view
 from ._worker import PROGRESS_INTERVAL, WorkerPanelMixin  # noqa: F401 (PROGRESS_INTERVAL: the panel's figure)
 from .legend import legend_for
 
@@ -145,7 +145,7 @@ def _gt_mismatch(probs_layer, class_axis, gt_layer):
     return None
 
 
-class AnalysisWidget(WorkerPanelMixin, QWidget):
+class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
     """Dock widget: run MetaSeg on a probability layer and review the rated segments."""
 
     #: emitted with the segments layer after a run has added its results
@@ -475,33 +475,16 @@ class AnalysisWidget(WorkerPanelMixin, QWidget):
 
     def select_row(self, row):
         """Select the segment of table row ``row`` and centre the camera on it."""
-        if self.seg_layer is None or not 0 <= row < len(self.model.frame):
-            return
-        seg_id = int(self.model.frame["index"].iloc[row])
-        self._syncing = True
-        try:
-            self.seg_layer.selected_label = seg_id
-            self.table_view.selectRow(row)
-        finally:
-            self._syncing = False
-        self.centre_on(seg_id)
+        seg_id = self._select_label_of_row(self.seg_layer, row)
+        if seg_id is not None:
+            self.centre_on(seg_id)
 
     def centre_on(self, seg_id):
         """Move the camera (and the slider of a non-displayed axis) to segment ``seg_id``."""
         centre_on_mask(self.viewer, self.seg_layer, np.asarray(self.seg_layer.data) == seg_id)
 
     def _label_selected(self, event=None):
-        if self._syncing or self.seg_layer is None:
-            return
-        row = self.model.row_of("index", int(self.seg_layer.selected_label))
-        if row < 0:
-            return
-        self._syncing = True
-        try:
-            self.table_view.selectRow(row)
-            self.table_view.scrollTo(self.model.index(row, 0))
-        finally:
-            self._syncing = False
+        self._select_row_of_label(self.seg_layer)
 
     def _on_canvas_click(self, viewer, event):
         """A click (not a drag) on a segment selects it and its table row."""

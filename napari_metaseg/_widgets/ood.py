@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 from .. import workflows
 from .._layers import centre_on_mask
 from ._form import make_form, set_choices
-from ._table import DataFrameModel, table_view
+from ._table import DataFrameModel, LabelTableLink, table_view
 from ._worker import WorkerPanelMixin
 from .legend import ramp_pixmap as legend_ramp
 from .legend import swatch_pixmap
@@ -82,7 +82,7 @@ def ramp_pixmap(width=160, height=12):
     return legend_ramp(width, height, rgba_of=p_rgba)
 
 
-class OodWidget(WorkerPanelMixin, QWidget):
+class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
     """Dock widget: OoD candidate regions of one case, their P(OoD), and "unknown" flags."""
 
     #: emitted when regions are shown (after a run)
@@ -513,17 +513,10 @@ class OodWidget(WorkerPanelMixin, QWidget):
 
     def select_row(self, row):
         """Select the region of table row ``row`` and centre the camera on it."""
-        if self.regions_layer is None or not 0 <= row < len(self.model.frame):
-            return
-        rid = int(self.model.frame["index"].iloc[row])
-        self._syncing = True
-        try:
-            self.regions_layer.selected_label = rid
-            self.table_view.selectRow(row)
-        finally:
-            self._syncing = False
-        self.centre_on(rid)
-        self._update_buttons()
+        rid = self._select_label_of_row(self.regions_layer, row)
+        if rid is not None:
+            self.centre_on(rid)
+            self._update_buttons()
 
     def centre_on(self, rid):
         """Move the camera (and the slider of a non-displayed axis) to region ``rid``."""
@@ -531,18 +524,8 @@ class OodWidget(WorkerPanelMixin, QWidget):
         centre_on_mask(self.viewer, layer, np.asarray(layer.data) == rid)
 
     def _label_selected(self, event=None):
-        if self._syncing or self.regions_layer is None:
-            return
-        row = self.model.row_of("index", int(self.regions_layer.selected_label))
-        if row < 0:
-            return
-        self._syncing = True
-        try:
-            self.table_view.selectRow(row)
-            self.table_view.scrollTo(self.model.index(row, 0))
-        finally:
-            self._syncing = False
-        self._update_buttons()
+        if self._select_row_of_label(self.regions_layer):
+            self._update_buttons()
 
     # -- decisions ---------------------------------------------------------------------------------
     def decide(self, decision, region=None):

@@ -34,7 +34,7 @@ from numba import njit
 
 from .heatmaps import MEASURES, dispersion_maps
 from .inputs import ProbabilityWarning, as_probabilities, readonly
-from .segments import _resolve_mode
+from .segments import _find, _resolve_mode
 
 __all__ = [
     "OodCase",
@@ -62,14 +62,6 @@ _PER_MEASURE = 4
 # ============================================================================================
 # Kernels
 # ============================================================================================
-@njit(cache=True, nogil=True, inline="always")
-def _root(parent, x):
-    while parent[x] != x:
-        parent[x] = parent[parent[x]]
-        x = parent[x]
-    return x
-
-
 @njit(cache=True, nogil=True)
 def _candidate_runs(idx, d2, join):
     """Runs of consecutive candidates along the last axis (single voxels when ``join`` is False:
@@ -150,8 +142,8 @@ def _label_sparse(idx, out, d0, d1, d2, u0, u1, u2):
                 t += 1
             nb_ptr[s_] = t
             while t < end and start[t] < hi:
-                rr = _root(parent, r)
-                rt = _root(parent, t)
+                rr = _find(parent, r)
+                rt = _find(parent, t)
                 if rt < rr:
                     parent[rr] = rt
                 elif rr < rt:
@@ -161,7 +153,7 @@ def _label_sparse(idx, out, d0, d1, d2, u0, u1, u2):
     first = np.empty(nr, np.int64)
     n = 0
     for r in range(nr):
-        root = _root(parent, r)
+        root = _find(parent, r)
         if root == r:
             first[n] = idx[kfirst[r]]
             n += 1
