@@ -71,6 +71,45 @@ def centre_on_mask(viewer, layer, mask):
     camera(viewer).center = tuple(world_c[ax - offset] if ax >= offset else 0.0 for ax in displayed)
 
 
+def input_layers(viewer):
+    """The layers a panel may take as inputs: ``(probability layers, label layers)``; the labels
+    are the Labels layers that are not results of ours (ground truth, annotations), in layer order."""
+    from napari.layers import Image, Labels
+
+    layers = list(viewer.layers)
+    probs = [la for la in layers
+             if isinstance(la, Image) and la.metadata.get("metaseg", {}).get("kind") == "probabilities"]
+    labels = [la for la in layers
+              if isinstance(la, Labels) and not la.metadata.get("metaseg", {}).get("result")]
+    return probs, labels
+
+
+def spatial_kwargs(layer, class_axis):
+    """``scale``, ``translate`` (and ``units``) of a probability layer's spatial axes (all but
+    ``class_axis``): what a result layer of the same case needs to lie on it."""
+    axis = class_axis % layer.ndim
+    spatial = [i for i in range(layer.ndim) if i != axis]
+    out = {"scale": tuple(np.asarray(layer.scale)[spatial]),
+           "translate": tuple(np.asarray(layer.translate)[spatial])}
+    units = getattr(layer, "units", None)
+    if units is not None:
+        out["units"] = tuple(units[i] for i in spatial)
+    return out
+
+
+def go_to_slice(viewer, layer, axis, index) -> bool:
+    """Move the viewer's slider of ``layer``'s data axis ``axis`` to slice ``index`` (the view, e.g.
+    the radiological axial one, stays). False when that axis is shown across the canvas."""
+    point = np.zeros(layer.ndim)
+    point[axis] = index
+    world = np.asarray(layer.data_to_world(point))[axis]
+    dim = viewer.dims.ndim - layer.ndim + axis
+    if dim in viewer.dims.displayed:
+        return False
+    viewer.dims.set_point(dim, world)
+    return True
+
+
 def case_id_of(layer):
     """The case a layer shows: from its file (see :func:`napari_metaseg.io.cases.case_id_from_path`),
     else its name without ``softmax`` / ``probabilities``."""
@@ -259,6 +298,22 @@ def _reusable(viewer, name, data, kwargs):
     return layer
 
 
+def texture_ids(seg):
+    """Segment ids as uint8 when they all fit (at most 255 segments; the values stay the same).
+
+    napari draws uint8 labels through a 256-entry lookup of the colormap; wider ids first go
+    through a per-colormap mapping (a numba typed dict of every segment) on every refresh of the
+    slice and of the thumbnail: 35 ms of the main thread per run on the brain sample in 3D mode
+    (149 segments). uint16 would not help: napari then maps all 65536 possible ids per colormap.
+    """
+    seg = np.asarray(seg)
+    if seg.dtype.kind in "iu" and seg.dtype.itemsize > 1 and seg.size:
+        lo, hi = int(seg.min()), int(seg.max())
+        if 0 <= lo and hi <= np.iinfo(np.uint8).max:
+            return seg.astype(np.uint8)
+    return seg
+
+
 def add_results(viewer, maps, seg, table, *, color_by=None, scale=None, translate=None, reverse=False,
                 hide_classes=(), min_interior=0, colormap=None, class_names=None):
     """Add heatmap Image layers and a ``segments`` Labels layer carrying the metrics table.
@@ -266,7 +321,8 @@ def add_results(viewer, maps, seg, table, *, color_by=None, scale=None, translat
     ``color_by=None`` picks the column with :func:`quality_column`; ``colormap`` (made by
     :func:`segment_colormap` for that column, e.g. in a worker thread) is used as given. The table
     gets a ``class_name`` column from ``class_names`` (``class k`` where unknown) and the
-    reviewer's columns first (:func:`display_table`). Result layers of the same
+    reviewer's columns first (:func:`display_table`); up to 255 segments, their ids are stored as
+    uint8 (:func:`texture_ids`). Result layers of the same
     names from an earlier run are updated in place (or replaced when their shape differs).
     """
     kwargs = _kwargs(scale, translate)
@@ -276,11 +332,13 @@ def add_results(viewer, maps, seg, table, *, color_by=None, scale=None, translat
         if layer is not None:
             layer.data = heat
         else:
-            layer = viewer.add_image(heat, name=f"heatmap {name}", colormap="inferno",
+            # rgb=False: a volume of 3 or 4 slices along its last axis is not an RGB(A) image
+            layer = viewer.add_image(heat, name=f"heatmap {name}", colormap="inferno", rgb=False,
                                      contrast_limits=(0.0, 1.0), blending="additive", visible=False,
                                      metadata={"metaseg": {"kind": "heatmap", "result": True}}, **kwargs)
         layers.append(layer)
     table = display_table(table, class_names)
+    seg = texture_ids(seg)
     seg_layer = _reusable(viewer, "segments", seg, kwargs)
     if seg_layer is not None:
         seg_layer.data = seg
@@ -297,3 +355,74 @@ def add_results(viewer, maps, seg, table, *, color_by=None, scale=None, translat
                        min_interior=min_interior)
     layers.append(seg_layer)
     return layers
+
+
+#: (labels dtype, texture dtype) pairs whose napari label-to-texture mapping the main thread has
+#: built at least once (so numba has compiled its typed-dict code outside any worker).
+_TEXTURE_MAPPINGS_BUILT: set = set()
+
+
+def _texture_mapping_key(cmap, dtype):
+    from napari.utils.colormaps import _accelerated_cmap
+
+    target = _accelerated_cmap.minimum_dtype_for_labels(cmap._num_unique_colors + 2)
+    return np.dtype(dtype).name, np.dtype(target).name
+
+
+def prepare_texture_mapping(cmap, dtype):
+    """Build, now (in a worker thread), the mapping from label ids of ``dtype`` to texture values
+    that napari (0.9) builds on the main thread the first time a ``DirectLabelColormap`` draws
+    labels wider than 16 bits: a numba typed dict with one entry per segment, 16 ms for the brain
+    sample's 3916 segments. Done only for kinds of mapping the main thread has built before
+    (:func:`note_texture_mapping`), so that numba never compiles in a worker; napari's private
+    helpers are used, and anything unexpected leaves the work to napari as before."""
+    if np.dtype(dtype).itemsize <= 2:
+        return  # 8- and 16-bit labels are drawn without this mapping
+    try:
+        if _texture_mapping_key(cmap, dtype) in _TEXTURE_MAPPINGS_BUILT:
+            cmap._get_typed_dict_mapping(np.dtype(dtype))
+    except Exception:  # an optimisation only: napari builds the mapping when it draws
+        pass
+
+
+def note_texture_mapping(cmap, dtype):
+    """Record (main thread, after drawing with ``cmap``) that this kind of mapping is compiled:
+    when ``cmap`` holds one for ``dtype`` (a hidden layer draws nothing, so builds none)."""
+    if np.dtype(dtype).itemsize <= 2:
+        return
+    try:
+        if f"_{np.dtype(dtype)}_typed_dict" in cmap._cache_other:
+            _TEXTURE_MAPPINGS_BUILT.add(_texture_mapping_key(cmap, dtype))
+    except Exception:  # see prepare_texture_mapping
+        pass
+
+
+#: Colour of the flagged-voxel contours: white. Measured in CAM02-UCS with colorspacious
+#: (``tests/test_gui_quality.py``), it stays at least 21 units from every colour of the quality
+#: ramp under normal vision, deuteranopia and protanopia (16 under tritanopia, by the ramp's
+#: middle) and 77 from the dark grey of unrated segments. Black lies farther from the ramp (52)
+#: but only 23 from that grey, and flagged single voxels then looked like unrated specks; no
+#: colour lies more than 25 units from both the ramp and the grey under every simulation.
+FLAG_RGB = (1.0, 1.0, 1.0)
+#: Contour width of the flagged voxels, in voxels.
+FLAG_CONTOUR = 1
+
+
+def show_flags(viewer, flags, name, *, metadata=None, **kwargs):
+    """Show a boolean map of flagged voxels as the Labels layer ``name`` drawn as contours
+    (:data:`FLAG_RGB`, :data:`FLAG_CONTOUR`); an earlier layer of that name is updated in place
+    when it can take the map, else replaced. ``kwargs``: ``scale``, ``translate``, ``units``."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    data = np.asarray(flags, dtype=np.uint8)
+    meta = {"metaseg": {"kind": "flagged_voxels", "result": True, **(metadata or {})}}
+    cmap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (*FLAG_RGB, 1.0)})
+    layer = _reusable(viewer, name, data, {k: v for k, v in kwargs.items() if k in ("scale", "translate")})
+    if layer is not None:
+        layer.data = data
+        layer.metadata = meta
+        layer.colormap = cmap
+    else:
+        layer = viewer.add_labels(data, name=name, opacity=1.0, colormap=cmap, metadata=meta, **kwargs)
+    layer.contour = FLAG_CONTOUR
+    return layer

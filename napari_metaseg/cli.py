@@ -1,7 +1,7 @@
 """``napari-metaseg``: the headless command line over :mod:`napari_metaseg.core` and ``io``.
 
 Subcommands: ``metrics``, ``train``, ``refit``, ``evaluate``, ``predict``, ``rank``,
-``label-errors``, ``ood``, ``scores``, ``quality``, ``report``, ``demo``. Run
+``label-errors``, ``ood``, ``scores``, ``quality``, ``errors``, ``report``, ``demo``. Run
 ``napari-metaseg <command> --help``.
 
 Argument parsing and printing only: every job is a function of :mod:`napari_metaseg.workflows`
@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .names import MODEL_PAIRS, MODES, SPLITS
+from .names import IOU_ADJ, MODEL_PAIRS, MODES, RANK_MIN_FOREGROUND, SPLITS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "napari-metaseg"
@@ -52,6 +52,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _share(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     return v
 
 
@@ -101,8 +111,8 @@ def _add_table_options(p):
                    help="metrics tables (.parquet/.csv, e.g. DIR/metrics.parquet) or output folders of "
                         "`metrics`/`predict`")
     p.add_argument("--min-interior", type=int, default=None, metavar="N",
-                   help="use segments with at least N interior pixels (default 1, as in the paper; "
-                        "use 0 for 3D mode)")
+                   help="use segments with at least N interior pixels (default: 1 for 2D and slice-wise "
+                        "tables, as in the paper; 0 for 3D tables, whose segments are mostly specks)")
     p.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -130,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "are skipped unless --force; failed cases are listed in "
                                    "DIR/failed.csv.")
     _add_case_options(p, out_help="output folder")
+    p.add_argument("--iou-adj", choices=IOU_ADJ, default="paper",
+                   help="which IoU_adj the tables hold: paper (the MetaSeg paper's definition, default) "
+                        "or local (the authors' code's variant; docs/engine.md)")
 
     p = sub.add_parser("train", help="fit meta models on metrics tables with ground truth",
                        description="Fit and evaluate the meta models; writes the model file and, beside "
@@ -137,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "extends.")
     _add_table_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="model file (.json or .json.gz)")
-    p.add_argument("--kind", default="linear", choices=tuple(MODEL_PAIRS),
-                   help="linear = L1 logistic classifier + linear regression (the paper's pair, default); "
+    p.add_argument("--kind", default="auto", choices=("auto", *MODEL_PAIRS),
+                   help="auto (default) = the segmentation mode's defaults: 2D and slice-wise linear, 3D "
+                        "logistic classifier + LASSO regressor with every segment (min interior 0); "
+                        "linear = L1 logistic classifier + linear regression (the paper's pair); "
                         "lasso = L1 for both; logistic = unpenalised logistic + linear; "
                         "gbm = gradient boosting for both")
     p.add_argument("--target", default="both", choices=("both", "classification", "regression"))
@@ -176,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-background", action="store_true",
                    help="count the background (class 0) segments in the ranking too (default: left "
                         "out, so the large background segment does not decide the order)")
+    p.add_argument("--by", choices=("slice", "case"), default=None,
+                   help="one row per slice or per case (default: slice for models trained slice by slice, "
+                        "else case); ordered by the model's image-level regressor when it rates rows of "
+                        "that kind, else by the size-weighted mean predicted IoU_adj")
+    p.add_argument("--min-foreground", type=_share, default=RANK_MIN_FOREGROUND, metavar="F",
+                   help="rank last the slices (cases) whose predicted foreground is below F times the "
+                        f"largest of their case (of all cases by case); default {RANK_MIN_FOREGROUND}, "
+                        "0 = rank every slice by its quality")
 
     p = sub.add_parser("label-errors", help="likely label errors in the ground truth, most likely first",
                        description="Rank places where the ground truth of each case is probably wrong: "
@@ -195,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _part("cli_ood")._add_ood_parser(sub)
     _part("cli_quality")._add_scores_parser(sub)
     _part("cli_quality")._add_quality_parser(sub)
+    _part("cli_quality")._add_errors_parser(sub)
 
     p = sub.add_parser("report", help="self-contained HTML report: tables and plots")
     _add_table_options(p)
@@ -243,7 +267,7 @@ def _settings(args) -> dict:
     from .workflows import case_settings
 
     return case_settings(mode=args.mode, slice_axis=args.slice_axis, ignore_index=args.ignore_index,
-                         class_axis=args.class_axis)
+                         class_axis=args.class_axis, iou_adj=getattr(args, "iou_adj", "paper"))
 
 
 def _run(args, job, *, total, desc, unit="case"):
@@ -397,13 +421,20 @@ def _cmd_rank(args):
     cases = _collect_cases(args)
     out = Path(args.out)
     _warm_up(args)
-    result = _run(args, rank(cases, model, _settings(args), by="case",
-                             background=None if args.keep_background else 0, **_run_options(args)),
+    by = args.by or ("slice" if args.mode == "slices" else "case")
+    if by == "slice" and args.mode == "3d":
+        raise UsageError("--by slice needs slice-wise segments (--mode slices); the model segments in 3d")
+    result = _run(args, rank(cases, model, _settings(args), by=by,
+                             background=None if args.keep_background else 0,
+                             min_foreground=args.min_foreground, **_run_options(args)),
                   total=len(cases), desc="rank")
     table = result.ranking.dropna(axis=1, how="all").rename(
         columns={"share_likely_wrong": "share_p_iou0_gt_05"})
+    first = [c for c in ("rank", "case", "slice", "quality_pred", "priority", "order") if c in table.columns]
+    table = table[first + [c for c in table.columns if c not in first]]
     _write_csv(table, out)
-    _note(args, f"rank: {_cases(len(table))} ranked (worst predicted quality first) -> {out}")
+    rows = _cases(len(table)) if by == "case" else f"{len(table)} slices of {_cases(len(cases))}"
+    _note(args, f"rank: {rows} ranked (worst predicted quality first) by {result.note} -> {out}")
     return _report_failed(result.failed, _failed_csv(out) if result.failed else None)
 
 
@@ -474,6 +505,11 @@ def _load_tables(paths):
             if c in seen:
                 raise UsageError(f"case {c!r} is in both {seen[c]} and {p}")
             seen[c] = p
+    from .names import IMAGE_SCORE_COLUMNS
+
+    # tables measured before the image scores were recorded lack them: NaN there, not an error
+    scored = [c for c in IMAGE_SCORE_COLUMNS if any(c in t.columns for t in tables)]
+    tables = [t.assign(**{c: float("nan") for c in scored if c not in t.columns}) for t in tables]
     cols = list(tables[0].columns)
     for p, t in zip(paths[1:], tables[1:], strict=True):
         if sorted(t.columns) != sorted(cols):
@@ -483,7 +519,13 @@ def _load_tables(paths):
 
 
 def _min_interior(args):
-    return 1 if args.min_interior is None else args.min_interior
+    """``--min-interior``, else the default of the tables' segmentation mode (names.DEFAULT_TRAINING)."""
+    from .names import DEFAULT_TRAINING
+
+    if args.min_interior is not None:
+        return args.min_interior
+    seg = _tables_segmentation(args.tables) or {}
+    return DEFAULT_TRAINING.get(seg.get("mode") or "2d", DEFAULT_TRAINING["2d"])[2]
 
 
 def _dataset(args, table):
@@ -534,6 +576,8 @@ def _print_trained(result, what, out):
         print(result.evaluation.to_markdown())
     elif result.evaluation_error:
         print(f"evaluation not possible: {result.evaluation_error}")
+    if result.image_note:
+        print(f"image-level regressor (ranks slices and cases): {result.image_note}")
 
 
 def _cmd_train(args):
@@ -549,17 +593,20 @@ def _cmd_train(args):
     if "iou_adj" not in table.columns:
         raise UsageError("the tables have no iou_adj column: training needs cases with ground truth")
     seg = _tables_segmentation(args.tables)
-    clf_kind, reg_kind = MODEL_PAIRS[args.kind]
+    clf_kind, reg_kind = MODEL_PAIRS.get(args.kind, (None, None))
     targets = {"both": ("classification", "regression")}.get(args.target, (args.target,))
     try:
         result = _run(args, train(table=(table, seg), classifier_kind=clf_kind, regressor_kind=reg_kind,
-                                  targets=targets, min_interior=_min_interior(args), n_splits=args.splits,
+                                  targets=targets, min_interior=args.min_interior, n_splits=args.splits,
                                   split=args.split, random_state=args.random_state),
                       total=100, desc="train", unit="%")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     save_model(out, result)
-    _print_trained(result, f"trained {args.kind} ({args.target})", out)
+    c = result.choice
+    how = f" ({c['mode']} defaults)" if c.get("defaulted") else ""
+    _print_trained(result, f"trained {c['classifier_kind']} + {c['regressor_kind']}, min interior "
+                           f"{c['min_interior']}{how} ({args.target})", out)
     return EXIT_OK
 
 
@@ -665,6 +712,7 @@ _COMMANDS = {
     "ood": _in("cli_ood", "_cmd_ood"),
     "scores": _in("cli_quality", "_cmd_scores"),
     "quality": _in("cli_quality", "_cmd_quality"),
+    "errors": _in("cli_quality", "_cmd_errors"),
     "report": _cmd_report,
     "demo": _cmd_demo,
 }
@@ -715,4 +763,8 @@ def _main(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package's module, not this __main__ copy: the sub-commands' modules (cli_ood,
+    # cli_quality) import UsageError and friends from napari_metaseg.cli, which must be the same
+    from napari_metaseg.cli import main as _main
+
+    sys.exit(_main())

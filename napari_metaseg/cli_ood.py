@@ -115,7 +115,7 @@ def _train_regions(args, table, out):
 
     if args.target == "regression":
         raise UsageError("region tables train a classifier (of hit) only; leave out --target regression")
-    clf_kind = MODEL_PAIRS[args.kind][0]
+    clf_kind = MODEL_PAIRS.get(args.kind, MODEL_PAIRS["linear"])[0]  # auto: the L1 logistic classifier
     ood, seg = _tables_ood(args.tables)
     _note(args, "train: OoD region tables: fitting a classifier of hit (1 = the region touches an annotated "
                 f"OoD voxel), {clf_kind}; no regressor")

@@ -232,3 +232,201 @@ def _quality_evaluate(args):
     if args.out:
         _write_csv(ev.rows, Path(args.out))
     return _report_failed(rows.failed, _failed_csv(Path(args.out)) if rows.failed and args.out else None)
+
+
+# ============================================================================================
+# errors: voxel error detection (evaluate) and flagged-voxel maps (flag)
+# ============================================================================================
+_MEASURES = ("E", "D", "V")
+_RULES = ("fixed", "quantile", "calibrated")
+
+
+def _unit(text):
+    """A number in [0, 1] (threshold, share, recall); the rules check their own range."""
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return v
+
+
+def _add_errors_parser(sub):
+    p = sub.add_parser("errors", help="voxel error maps: how well heatmaps find misclassified voxels; "
+                                      "flagged-voxel maps",
+                       description="Misclassified voxels (argmax != ground truth) and the dispersion "
+                                   "heatmaps that find them (E entropy, D margin, V variation ratio): "
+                                   "`evaluate` scores the heatmaps and the three flagging rules on test "
+                                   "cases, set on training cases; `flag` writes a map of the voxels to "
+                                   "check for every case.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    e = actions.add_parser("evaluate", help="AUROC / AUPRC per heatmap; recall and precision per rule",
+                           description="For every heatmap: AUROC and AUPRC for misclassified voxels on "
+                                       "each case; for every rule (fixed threshold, quantile share, "
+                                       "calibrated) set on the --train cases for each --target-recall: the "
+                                       "recall and precision it reaches on the training and the test cases. "
+                                       "Every case needs ground truth. With --out DIR: DIR/error_scores.csv "
+                                       "and DIR/error_flags.csv.")
+    _add_case_options(e, out_help="output folder for the tables (optional)", resumable=False)
+    out = next(a for a in e._actions if a.dest == "out")
+    out.required, out.metavar = False, "DIR"
+    e.add_argument("--measures", nargs="+", choices=_MEASURES, default=list(_MEASURES), metavar="M",
+                   help="heatmaps to score: E D V (default all)")
+    e.add_argument("--target-recall", nargs="+", type=_unit, default=[0.8], metavar="R",
+                   help="recall(s) each rule is set for on the training cases (default 0.8)")
+    f = actions.add_parser("flag", help="write a flagged-voxel map of every case",
+                           description="Flag the voxels most likely misclassified in every case and "
+                                       "write DIR/maps/<case>_flagged.nii.gz (NIfTI input, with its affine) "
+                                       "or .npy (uint8, 1 = flagged), and DIR/flagged.csv (voxels flagged, "
+                                       "their share and, for cases with ground truth, the recall and "
+                                       "precision of the flags against the misclassified voxels). Rules: "
+                                       "fixed (heatmap >= --threshold, default 0.5), quantile (the --share "
+                                       "of the voxels with the highest heatmap, per case), calibrated "
+                                       "(P(error | heatmap) learnt on the --train cases; per case the most "
+                                       "uncertain voxels holding --target-recall of its expected errors). "
+                                       "With --train and --target-recall, fixed and quantile take the "
+                                       "threshold or share that reached that recall on the training cases.")
+    _add_case_options(f, out_help="output folder", resumable=False)
+    next(a for a in f._actions if a.dest == "out").metavar = "DIR"
+    f.add_argument("--measure", choices=_MEASURES, default="E", help="heatmap: E (default), D or V")
+    f.add_argument("--method", choices=_RULES, default="fixed",
+                   help="rule: fixed (default), quantile, calibrated")
+    f.add_argument("--threshold", type=_unit, default=None, metavar="T",
+                   help="fixed: heatmap >= T (default 0.5)")
+    f.add_argument("--share", type=_unit, default=None, metavar="S",
+                   help="quantile: the share S in (0, 1] of the voxels considered to flag")
+    f.add_argument("--target-recall", type=_unit, default=None, metavar="R",
+                   help="with --train: the recall the rule is set for (default 0.8 for calibrated)")
+    for a in (e, f):
+        _hide_mode(a)
+        a.add_argument("--train", nargs="+", metavar="TRAIN", required=a is e,
+                       help="training cases with ground truth (files, folders or patterns, as CASES)")
+        a.add_argument("--mask", choices=("all", "foreground"), default="all",
+                       help="voxels considered: all (default) or foreground = predicted as a class "
+                            "other than --background")
+        a.add_argument("--background", type=_ignore_index, default=0, metavar="N",
+                       help="background class for --mask foreground (default 0)")
+
+
+def _train_cases(args, test_cases):
+    from .io.cases import CaseError, find_cases
+
+    try:
+        train = find_cases(args.train)
+    except CaseError as exc:
+        raise UsageError(f"--train: {exc}") from None
+    without = [c.name for c in train if c.gt is None]
+    if without:
+        raise UsageError(f"--train: training cases need ground truth; {', '.join(without)} "
+                         f"{'has' if len(without) == 1 else 'have'} none")
+    both = sorted({c.name for c in train} & {c.name for c in test_cases})
+    if both:
+        print(f"{PROG}: warning: errors: case(s) {', '.join(both)} are training and test cases: their "
+              "figures are optimistic", file=sys.stderr)
+    return train
+
+
+def _cmd_errors(args):
+    return {"evaluate": _errors_evaluate, "flag": _errors_flag}[args.action](args)
+
+
+def _errors_settings(args):
+    return {"ignore_index": args.ignore_index, "class_axis": args.class_axis, "background": args.background}
+
+
+def _errors_evaluate(args):
+    from .workflows import error_detection
+
+    cases = _collect_cases(args)
+    without = [c.name for c in cases if c.gt is None]
+    if without:
+        raise UsageError(f"errors evaluate scores against ground truth; {', '.join(without)} "
+                         f"{'has' if len(without) == 1 else 'have'} none (use `errors flag` for such cases)")
+    train = _train_cases(args, cases)
+    out = _out_folder(args) if args.out else None
+    if args.mask == "foreground" and args.background is None:
+        raise UsageError("--mask foreground needs a --background class")
+    if any(r <= 0 for r in args.target_recall):
+        raise UsageError("--target-recall: recalls must lie in (0, 1]")
+    _warm_up(args)
+    job = error_detection(train, cases, _errors_settings(args), measures=tuple(args.measures),
+                          target_recalls=tuple(args.target_recall), mask=args.mask)
+    total = 2 * len(train) + len(cases)
+    result = _run(args, job, total=total, desc="errors")
+    test = result.scores[result.scores["role"] == "test"]
+    print("| case | measure | AUROC | AUPRC | errors | voxels |\n|---|---|---|---|---|---|")
+    for _, r in test.iterrows():
+        print(f"| {r['case']} | {r['measure']} | {_score_cell(r['auroc'])} | {_score_cell(r['auprc'])} | "
+              f"{int(r['n_errors'])} | {int(r['n_voxels'])} |")
+    flags = result.flags
+    keys = ["role", "measure", "target_recall", "method"]
+    mean = flags.groupby(keys, sort=False)[["recall", "precision"]].mean()
+    print("\nrules set on the training cases, mean over the cases (recall / precision):\n")
+    print("| measure | target recall | method | training cases | test cases |\n|---|---|---|---|---|")
+    for (measure, target, method), _ in mean.loc["test"].iterrows():
+        cells = []
+        for role in ("train", "test"):
+            r = mean.loc[(role, measure, target, method)]
+            cells.append(f"{_score_cell(r['recall'])} / {_score_cell(r['precision'])}")
+        print(f"| {measure} | {target:g} | {method} | {cells[0]} | {cells[1]} |")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_csv(result.scores, out / "error_scores.csv")
+        _write_csv(result.flags, out / "error_flags.csv")
+        _note(args, f"errors: {_cases(len(cases))} evaluated -> {out / 'error_scores.csv'}, "
+                    f"{out / 'error_flags.csv'}")
+    return 0
+
+
+def _errors_flag(args):
+    from .workflows import error_maps
+    from .workflows.quality import check_flag_options
+
+    cases = _collect_cases(args)
+    train = _train_cases(args, cases) if args.train else []
+    out = _out_folder(args)
+    try:  # every mistake in the options is found before anything is read or written
+        check_flag_options(measure=args.measure, method=args.method, threshold=args.threshold,
+                           share=args.share, target_recall=args.target_recall, calibrated=bool(train),
+                           mask=args.mask)
+        if args.mask == "foreground" and args.background is None:
+            raise ValueError("--mask foreground needs a --background class")
+    except ValueError as exc:
+        raise UsageError(_option_names(str(exc))) from None
+    _warm_up(args)
+    job = error_maps(cases, out, _errors_settings(args), measure=args.measure, method=args.method,
+                     threshold=args.threshold, share=args.share, target_recall=args.target_recall,
+                     train_cases=train, mask=args.mask, **_run_options(args))
+    try:
+        result = _run(args, job, total=len(train) + len(cases), desc="errors")
+    except ValueError as exc:
+        if not str(exc).startswith("the calibration needs every training case"):
+            raise
+        raise UsageError(f"--train: {exc}") from None
+    table = result.table
+    if len(table):
+        cols = [c for c in ("n_flagged", "share_flagged", "recall", "precision") if c in table.columns]
+        print("| case | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1))
+        for _, r in table.iterrows():
+            cells = [str(int(r[c])) if c == "n_flagged" else _score_cell(r[c]) for c in cols]
+            print(f"| {r['case']} | " + " | ".join(cells) + " |")
+        o = result.options
+        what = {"fixed": f"threshold {o['threshold']}", "quantile": f"share {o['share']}",
+                "calibrated": "calibrated"}[o["method"]]
+        if train:
+            what += f", set on {_cases(len(train))} for recall {o['target_recall']:g}"
+        _note(args, f"errors: {_cases(len(table))} flagged ({o['measure']}, {o['method']}: {what}) -> "
+                    f"{out / 'maps'}, {out / 'flagged.csv'}")
+    return _report_failed(result.failed, out / "failed.csv" if result.failed else None)
+
+
+def _option_names(text):
+    """The workflow's message with the command's option names."""
+    options = (("threshold", "--threshold"), ("share", "--share"), ("target recall", "--target-recall"))
+    for word, option in options:
+        text = text.replace(f"a {word}", f"a {option}").replace(f"{word} must", f"{option} must")
+    return text

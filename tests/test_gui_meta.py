@@ -289,3 +289,33 @@ def test_train_on_a_folder_of_cases(make_napari_viewer, qtbot, tmp_path):
     # grouped by case, or (when a half holds one class) the reason is shown and the models still fit
     assert (meta.evaluation is not None and meta.evaluation.grouping == "case") or (
         "evaluation not possible" in meta.split_label.text())
+
+
+def test_auto_kinds_train_volumes_with_the_3d_defaults(make_napari_viewer, qtbot, tmp_path):
+    """The Model tab's default kinds and min interior are "auto": a folder of volumes read in 3D
+    gets the 3D defaults (logistic classifier, LASSO regressor, every segment)."""
+    from napari_metaseg.io import read_nifti, read_nifti_probabilities
+    from napari_metaseg.names import DEFAULT_TRAINING
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_data"
+    probs, _ = read_nifti_probabilities(root / "brain3d_softmax.nii.gz")
+    gt, _ = read_nifti(root / "brain3d_gt.nii.gz")
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    half = probs.shape[2] // 2
+    for i, sl in enumerate((slice(0, half), slice(half, None))):
+        np.save(folder / f"v{i}_softmax.npy", np.ascontiguousarray(probs[:, :, sl]))
+        np.save(folder / f"v{i}_gt.npy", np.ascontiguousarray(gt[:, :, sl]))
+    viewer = make_napari_viewer()
+    _, meta = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg meta model")
+    assert (meta.form.classifier.value, meta.form.regressor.value) == ("auto", "auto")
+    assert meta.form.min_interior.native.currentText() == "auto"
+    meta.form.source.value = "folder"
+    meta.form.folder.value = str(folder)
+    meta.form.read_mode.value = "3d"
+    meta.form.n_splits.value = 0 if meta.form.n_splits.min == 0 else 1
+    _train(qtbot, meta)
+    clf, reg, mi = DEFAULT_TRAINING["3d"]
+    assert (meta.classifier.kind, meta.regressor.kind) == (clf, reg)
+    assert meta.dataset.min_interior == mi == 0
+    assert meta.classifier.provenance_[-1]["defaults"]["mode"] == "3d"

@@ -38,7 +38,7 @@ def test_one_dock_fits_a_laptop_screen_with_every_part(make_napari_viewer, qtbot
     viewer.open_sample("napari-metaseg", "nuclei2d")
     dock = _dock(viewer)
     tabs = [dock.tabs.tabText(i) for i in range(dock.tabs.count())]
-    assert tabs == ["Analyse", "Model", "Review", "Triage", "Colours", "Unknown"]
+    assert tabs == ["Analyse", "Model", "Review", "Quality", "Triage", "Colours", "Unknown"]
     window = _main_window(dock)
     for i in range(dock.tabs.count()):
         dock.tabs.setCurrentIndex(i)

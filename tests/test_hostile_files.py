@@ -634,3 +634,91 @@ def test_cli_with_256_classes_names_the_option(tmp_path, capsys):
     assert main(["metrics", str(tmp_path), "--out", str(tmp_path / "o"), "-q"]) == 1
     assert "--ignore-index none" in capsys.readouterr().err
     assert main(["metrics", str(tmp_path), "--out", str(tmp_path / "o"), "-q", "--ignore-index", "none"]) == 0
+
+
+# ============================================================================================
+# Crafted image-quality entries of a segment model file (the image-level regressor)
+# ============================================================================================
+@pytest.fixture(scope="module")
+def image_model_doc(tmp_path_factory):
+    from napari_metaseg.core.image_quality import fit_image_regressor
+    from napari_metaseg.core.meta_dataset import MetaDataset, synthetic_metrics_table
+    from napari_metaseg.core.meta_io import save_models
+    from napari_metaseg.core.meta_model import MetaClassifier, MetaRegressor
+
+    ds = MetaDataset().add("a", synthetic_metrics_table(200, random_state=0))
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"V_mean": rng.random(30), "log_size": rng.random(30)})
+    image = {"regressor": fit_image_regressor(rows, 1 - rows["V_mean"], kind="lasso"), "by": "slice",
+             "target": "mean_iou", "background": 0, "fail_below": 0.7}
+    p = save_models(tmp_path_factory.mktemp("im") / "m.json", MetaClassifier(kind="logistic").fit(ds),
+                    MetaRegressor().fit(ds), image_quality=image)
+    return json.loads(p.read_text())
+
+
+def test_an_intact_image_quality_entry_loads(tmp_path, image_model_doc):
+    _, _, info = _load(_write_model(tmp_path / "m.json", image_model_doc["payload"]))
+    iq = info["image_quality"]
+    assert (iq["by"], iq["target"], iq["background"], iq["fail_below"]) == ("slice", "mean_iou", 0, 0.7)
+    assert list(iq["regressor"].feature_names_in_) == ["V_mean", "log_size"]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda e: e.__setitem__("by", "os.system"), "image_quality 'by' must be 'slice' or 'case'"),
+    (lambda e: e.__setitem__("target", "__import__"), "image_quality 'target' must be one of"),
+    (lambda e: e.__setitem__("fail_below", "nan"), "image_quality 'fail_below' must be a finite number"),
+    (lambda e: e.__setitem__("fail_below", 1e300), "image_quality 'fail_below' must be a finite number"),
+    (lambda e: e.__setitem__("background", True), "image_quality 'background' must be a class id"),
+    (lambda e: e.__setitem__("background", -3), "image_quality 'background' must be a class id"),
+    (lambda e: e.__delitem__("regressor"), r"image_quality: malformed meta-model file: missing 'regr"),
+    (lambda e: e.__setitem__("regressor", [1, 2]), r"image_quality: .*'regressor' has the wrong type"),
+    (lambda e: e["regressor"].__setitem__("estimator", "subprocess.Popen"),
+     r"image_quality: regressor: .*estimator is 'subprocess.Popen'"),
+    (lambda e: e["regressor"]["model"].__setitem__("coef", [1.0] * 7), r"'coef' has 7 entries, expected 2"),
+    (lambda e: e["regressor"]["model"].__setitem__("intercept", 1e300), "'intercept' is not a finite number"),
+    (lambda e: e["regressor"].__setitem__("feature_names", []), "'feature_names' is empty"),
+    (lambda e: e["regressor"]["params"].__setitem__("kind", "eval"), "unknown kind 'eval'"),
+])
+def test_crafted_image_quality_entries_are_refused(tmp_path, image_model_doc, mutate, message):
+    from napari_metaseg.core.meta_io import MetaModelFileError
+
+    payload = json.loads(json.dumps(image_model_doc["payload"]))
+    mutate(payload["image_quality"])
+    with pytest.raises(MetaModelFileError, match=message) as info:
+        _load(_write_model(tmp_path / "m.json", payload))
+    assert len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize("entry", ["slice", 42, ["by", "slice"]])
+def test_an_image_quality_entry_that_is_not_an_object_is_refused(tmp_path, image_model_doc, entry):
+    from napari_metaseg.core.meta_io import MetaModelFileError
+
+    payload = json.loads(json.dumps(image_model_doc["payload"]))
+    payload["image_quality"] = entry
+    with pytest.raises(MetaModelFileError, match="image_quality must be a dict"):
+        _load(_write_model(tmp_path / "m.json", payload))
+
+
+def test_an_ood_region_model_with_an_image_regressor_is_refused(tmp_path, image_model_doc):
+    from napari_metaseg.core.meta_io import MetaModelFileError
+
+    payload = json.loads(json.dumps(image_model_doc["payload"]))
+    payload["regressor"] = None
+    payload["ood"] = {"threshold": 0.5, "measure": "E", "exclude_classes": []}
+    with pytest.raises(MetaModelFileError, match="OoD region model cannot hold an image-quality regressor"):
+        from napari_metaseg.core.meta_io import load_models
+
+        load_models(_write_model(tmp_path / "m.json", payload), table_kind=None)
+
+
+def test_cli_rank_reports_a_crafted_image_entry_in_one_line(tmp_path, image_model_doc, capsys):
+    from napari_metaseg.cli import main
+
+    payload = json.loads(json.dumps(image_model_doc["payload"]))
+    payload["image_quality"]["regressor"]["model"]["coef"] = [10**400, 1]
+    model = _write_model(tmp_path / "m.json", payload)
+    np.save(tmp_path / "a_softmax.npy", np.full((8, 8, 2), 0.5, np.float32))
+    code = main(["rank", str(model), str(tmp_path / "a_softmax.npy"), "--out", str(tmp_path / "r.csv"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1 and len(err) < 400
+    assert err.startswith("napari-metaseg: error: model ") and "image_quality" in err

@@ -41,10 +41,14 @@ EXPECTED = {
     "metrics._gather_row": 2,  # callee: segment ids (int32) and MC-sample maps (float32)
     "metrics._accumulate": 1,
     "metrics._overlaps": 1,
+    # local IoU_adj (core/iou_local.py): only for iou_adj="local", never by the calls here
+    "iou_local._local_union": 2,  # uint8 class ids, and int32 for any other
     "label_errors._pred_doubt_kernel": 2,  # float32 probabilities, and float64 for any other float
     "label_errors._pair_codes": 1,
     "label_errors._label_sums": 1,
     "label_errors._label_counts": 1,
+    "scores._id_range": 2,  # uint8 maps (the readers'), and int64 for any other
+    "scores._confusion_rows": 2,
     "meta_solvers._cd_quadratic": 1,
     "meta_fitted._ensemble_raw": 1,
     # OoD regions (core/ood.py): run by the OoD job, not by the calls here
@@ -56,7 +60,7 @@ EXPECTED = {
 }
 #: Kernels the calls below need not reach: callees (see above) and other jobs' kernels.
 NOT_ALWAYS_RUN = {"heatmaps.padded_stride", "heatmaps._measure_scratch", "segments._union_rows",
-                  "metrics._and_row", "metrics._gather_row", "ood._label_sparse",
+                  "metrics._and_row", "metrics._gather_row", "iou_local._local_union", "ood._label_sparse",
                   "ood._candidate_runs", "ood._gather_rows",
                   "ood._region_sums", "ood._pair_hits"}
 

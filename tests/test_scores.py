@@ -106,6 +106,43 @@ def test_groups_score_unions_of_classes():
     assert np.isnan(absent["iou_X"])
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), axis=st.integers(-3, 2),
+       dtype=st.sampled_from(["uint8", "int16", "int64"]), fortran=st.booleans(),
+       ignore=st.sampled_from([None, 255, 2]))
+def test_one_pass_counts_equal_a_slow_count_per_slice(seed, axis, dtype, fortran, ignore):
+    """The one-pass kernel (any dtype, C or Fortran order, any slice axis) counts exactly what a
+    slow per-slice, per-pixel count does."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 6, size=3))
+    gt = rng.integers(0, 4, size=shape).astype(dtype)
+    pred = rng.integers(0, 4, size=shape).astype(dtype)
+    if ignore == 255 and dtype != "int16":
+        gt[rng.random(shape) < 0.2] = 255
+    if fortran:
+        gt, pred = np.asfortranarray(gt), np.asfortranarray(pred)
+    got = segmentation_scores(pred, gt, per="slice", slice_axis=axis, ignore_index=ignore, n_classes=None
+                              if ignore != 2 else 4, background=None)
+    ax = axis % 3
+    for k in range(shape[ax]):
+        g = np.take(gt, k, axis=ax).ravel().astype(np.int64)
+        p = np.take(pred, k, axis=ax).ravel().astype(np.int64)
+        kept = np.ones(g.shape, bool) if ignore is None else g != ignore
+        for c in range(4):
+            inter = np.sum((g == c) & (p == c) & kept)
+            union = np.sum(((g == c) | (p == c)) & kept)
+            col = f"iou_{c}"
+            if col not in got.columns:
+                assert union == 0
+                continue
+            value = got.loc[got["slice"] == k, col].iloc[0]
+            if union == 0:
+                assert np.isnan(value)
+            else:
+                assert value == pytest.approx(inter / union)
+        assert got.loc[got["slice"] == k, "n_pixels"].iloc[0] == kept.sum()
+
+
 def test_large_class_ids_are_renumbered_not_allocated():
     gt = np.array([[0, 100000, 100000]])
     pred = np.array([[0, 100000, 0]])

@@ -267,6 +267,11 @@ def test_too_few_segments_says_what_would_give_more():
     analysis = drain(wf.analyse(p, gt, mode="3d", heatmaps=()))
     assert len(analysis.table) < 10
     with pytest.raises(ValueError) as err:
-        drain(wf.train(current=("vol", analysis.table, analysis.segmentation), n_splits=0))
+        drain(wf.train(current=("vol", analysis.table, analysis.segmentation), n_splits=0, min_interior=1))
     msg = str(err.value)
     assert "usable segments" in msg and "slice by slice" in msg and "min interior to 0 (now 1" in msg
+    # 3D's default already keeps every segment: the hint does not propose it again
+    with pytest.raises(ValueError) as err:
+        drain(wf.train(current=("vol", analysis.table, analysis.segmentation), n_splits=0))
+    msg = str(err.value)
+    assert "slice by slice" in msg and "min interior" not in msg

@@ -79,6 +79,7 @@ def main(out="docs"):
     brain_axial(app, out)
     review_queue(app, out)
     meta_panel(app, out)
+    quality_panel(app, out)
 
 
 def nuclei(app, out="docs"):
@@ -141,6 +142,64 @@ def meta_panel(app, out="docs"):
     viewer.close()
 
 
+def _sample_like_model(data):
+    """Segment models and an image-level regressor trained (``workflows.train``, the defaults) on
+    subject sub-01 resampled exactly as the brain sample (sub-02), slice-wise; None without the
+    developer data."""
+    import importlib.util
+
+    from napari_metaseg import workflows
+    from napari_metaseg.core.progress import drain
+
+    src = Path(data) / "sub-01"
+    if not src.is_dir():
+        return None
+    spec = importlib.util.spec_from_file_location("make_sample_model", Path(__file__).with_name(
+        "make_sample_model.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    probs, gt = mod.resampled_case(src)
+    analysed = drain(workflows.analyse(probs, gt, mode="slices", heatmaps=()))
+    model = drain(workflows.train(current=("sub-01", analysed.table, analysed.segmentation), n_splits=0))
+    print(f"model for the sample: {model.classifier.kind} + {model.regressor.kind}; {model.image_note}")
+    return model
+
+
+def quality_panel(app, out="docs", data="../shared/data/brain"):
+    """The Quality tab on the brain sample (analysed slice-wise): with a model trained on another
+    subject (when the developer data are there), the per-slice strip (predicted mean IoU of the
+    image-level regressor, true mean IoU as dots); the scores of the case and of its slices, the
+    worst-scored slice through the brain chosen in the table (the viewer goes to it), and the 10 %
+    most uncertain voxels (entropy) of the predicted brain flagged, as white contours."""
+    from napari_metaseg._widgets._session import session_for
+
+    viewer, dock = _viewer("brain3d")
+    wait(app, dock.analysis)
+    model = _sample_like_model(data)
+    if model is not None:
+        session_for(viewer).set(model)  # the analysed case is rated at once
+        settle(app)
+    panel = dock.show_tab("quality")
+    panel.compute_scores()
+    wait(app, panel)
+    panel.flag_form.method.value = "quantile share"
+    panel.value.setValue(0.10)
+    panel.flag()
+    wait(app, panel)
+    print(panel.status.text())
+    table = panel.slice_table()
+    inside = table[table["n_pixels"] > 0]
+    brain = inside[(inside["slice"] > 0.3 * len(table)) & (inside["slice"] < 0.7 * len(table))]
+    row = int(brain["mean_iou"].idxmin())
+    panel.slice_view.selectRow(row)
+    panel.go_to_slice_row(row)
+    print(f"slice {table['slice'].iloc[row]}: mean IoU {table['mean_iou'].iloc[row]:.3f}")
+    camera(viewer).zoom *= 1.3
+    settle(app)
+    save(viewer, Path(out) / "gui_quality.png")
+    viewer.close()
+
+
 def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     """The active-learning panel ranking the slices of brain sub-02 (no GT given) with a meta model
     trained on sub-01 (full resolution, slice-wise, background segments left out); the top-ranked
@@ -150,10 +209,10 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
 
     import napari
 
+    from napari_metaseg import workflows
     from napari_metaseg._widgets._session import session_for
-    from napari_metaseg._widgets.meta import dataset_path
-    from napari_metaseg.core import MetaClassifier, MetaDataset, MetaRegressor, save_models, segment_metrics
-    from napari_metaseg.io.cases import Case, read_case
+    from napari_metaseg.core.progress import drain
+    from napari_metaseg.io.cases import Case
 
     data = Path(data)
     if not (data / "sub-01").is_dir():
@@ -162,13 +221,10 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     tmp = Path(tempfile.mkdtemp())
     t0 = _time.perf_counter()
     sub01 = data / "sub-01"
-    probs, gt, _ = read_case(Case("sub-01", sub01 / "softmax_rf.nii.gz", sub01 / "gt.nii.gz"))
-    ds = MetaDataset().add("sub-01", segment_metrics(probs, gt, mode="slices")[1])
-    clf = MetaClassifier(kind="lasso", random_state=0).fit(ds)
-    reg = MetaRegressor(random_state=0).fit(ds)
-    model = save_models(tmp / "brain_sub01.json.gz", clf, reg)
-    ds.save(dataset_path(model))
-    print(f"model trained on sub-01 in {_time.perf_counter() - t0:.1f} s")
+    trained = drain(workflows.train(cases=[Case("sub-01", sub01 / "softmax_rf.nii.gz", sub01 / "gt.nii.gz")],
+                                    settings=workflows.case_settings(mode="slices"), n_splits=0))
+    workflows.save_model(tmp / "brain_sub01.json.gz", trained)
+    print(f"model trained on sub-01 in {_time.perf_counter() - t0:.1f} s ({trained.image_note})")
     (tmp / "cases" / "sub-02").mkdir(parents=True)
     # sub-02 as an unlabelled case: its softmax and its T1 image (opened beside it), no GT
     for name in ("softmax_rf.nii.gz", "t1.nii.gz"):
@@ -176,7 +232,7 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
 
     viewer = napari.Viewer(title="napari-metaseg", show=True)
     viewer.window._qt_window.resize(*SCREEN)
-    session_for(viewer).set_models(clf, reg, str(model))
+    session_for(viewer).set(trained)
     _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
     panel = dock.show_tab("active_learning")
     panel.form.inputs.value = str(tmp / "cases")
@@ -189,7 +245,11 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     print(panel.shown_table().head(5).to_string(index=False))
     # the top-ranked slice: T1, predicted labels (argmax; the softmax layer stays hidden)
     panel.open_row(0)
-    wait(app, dock.analysis)  # the opened slice arrives with its quality overlay
+    t_end = _time.perf_counter() + 300  # the opened slice arrives with its quality overlay (after the
+    while "segments" not in viewer.layers and _time.perf_counter() < t_end:  # engine's warm-up)
+        settle(app, 5)
+    wait(app, dock.analysis)
+    settle(app)
     viewer.layers["sub-02 prediction"].visible = False
     panel.table_view.selectRow(0)
     viewer.reset_view()
@@ -214,7 +274,7 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
 
 if __name__ == "__main__":
     funcs = {"active_learning": active_learning_panel, "review_queue": review_queue, "nuclei": nuclei,
-             "brain_axial": brain_axial, "meta_panel": meta_panel}
+             "brain_axial": brain_axial, "meta_panel": meta_panel, "quality": quality_panel}
     if len(sys.argv) > 1 and sys.argv[1] in funcs:
         from qtpy.QtWidgets import QApplication
 

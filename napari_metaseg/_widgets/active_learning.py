@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from .. import workflows
 from ..io.cases import image_beside
-from ..names import MODES
+from ..names import MODES, RANK_MIN_FOREGROUND
 from ..workflows import TrainResult
 from ._form import make_form, path_text
 from ._session import session_for
@@ -36,12 +36,20 @@ from ._table import DataFrameModel, table_view
 from ._worker import WorkerPanelMixin
 
 BY = ("auto", "case", "slice")
-SHOWN = ("rank", "case", "slice", "iou_adj_pred_mean", "share_likely_wrong", "n_segments", "size",
-         "iou_adj_mean", "status", "error")
+SHOWN = ("rank", "case", "slice", "quality_pred", "mean_iou", "iou_adj_pred_mean", "share_likely_wrong",
+         "n_segments", "size", "iou_adj_mean", "status", "error")
 DEFAULTS = {"inputs": "", "model_file": "", "mode": "auto", "slice_axis": -1, "by": "auto",
-            "keep_background": False}
+            "keep_background": False, "min_foreground": round(100 * RANK_MIN_FOREGROUND)}
 _OPENED = "active_learning_case"
 MODEL_FILTER = "MetaSeg model (*.json.gz *.json)"
+
+
+def _percent(value):
+    """A persisted minimum foreground (percent) as an int in the spin box's range."""
+    try:
+        return min(max(round(float(value)), 0), 50)
+    except (TypeError, ValueError):
+        return DEFAULTS["min_foreground"]
 
 
 # ================================================================================================
@@ -83,6 +91,11 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
                 ("by", "combo", {"choices": BY, "value": opts["by"]}, "rank by",
                  "one row per case, or per slice (auto: per slice in slices mode)"),
             ]}, "segment as", ""),
+            ("min_foreground", "spin", {"min": 0, "max": 50, "value": _percent(opts["min_foreground"])},
+             "min foreground %",
+             "slices (or cases) whose predicted foreground is below this share of the largest one in "
+             "the case (of all cases, by case) are ranked last: a few poorly rated pixels at the edge "
+             "of a volume are not worth labelling first (default 1 %)"),
             ("keep_background", "check", {"text": "count background (class 0) segments",
                                           "value": bool(opts["keep_background"])}, None,
              "off (default): the background segments are left out, so the one large background segment "
@@ -104,11 +117,13 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
 
         self.model = DataFrameModel()
         self.table_view = table_view(self.model, lambda row: self.open_row(row), row_numbers=False)
-        legend = QLabel("worst predicted quality first: iou_adj_pred_mean = mean predicted IoU_adj "
-                        "weighted by segment size; share_likely_wrong = share of segments with "
-                        "P(IoU_adj = 0) > 0.5; iou_adj_mean = true value where ground truth exists; "
-                        "background (class 0) segments left out unless counted, cases or slices "
-                        "without other segments last (nan). Click a row to open the case.")
+        legend = QLabel("worst predicted quality first. quality_pred = predicted mean IoU of the slice "
+                        "or case (the model's image-level regressor; without one, the size-weighted "
+                        "mean predicted IoU_adj of its segments: the status says which); mean_iou and "
+                        "iou_adj_mean = true values where ground truth exists; share_likely_wrong = "
+                        "share of segments with P(IoU_adj = 0) > 0.5. Rows below the minimum "
+                        "foreground come last. Click a row to open the case at its slice with its "
+                        "quality overlay.")
         legend.setWordWrap(True)
 
         self.export_button = QPushButton("Export CSV…")
@@ -158,7 +173,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
             by = "slice" if mode == "slices" else "case"
         return {"inputs": path_text(form.inputs).strip(), "model_file": path_text(form.model_file).strip(),
                 "mode": mode, "slice_axis": self._slice_axis, "by": by,
-                "keep_background": form.keep_background.value}
+                "keep_background": form.keep_background.value, "min_foreground": form.min_foreground.value}
 
     def _error(self, message):
         self.fail(message)
@@ -213,7 +228,8 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
         self._pending_cases = {c.name: c for c in cases}
         self._pending_opts = opts
         return self._start(workflows.rank, "ranking", cases, models, settings, by=opts["by"],
-                           background=None if opts["keep_background"] else 0)
+                           background=None if opts["keep_background"] else 0,
+                           min_foreground=opts["min_foreground"] / 100)
 
     def _start(self, job, what, *args, **kwargs):
         self._job = what
@@ -242,7 +258,8 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
         n_ok = len(result.ranking)
         what = "slices" if result.by == "slice" else "cases"
         n_cases = len(self.cases) - len(result.failed)
-        msg = f"ranked {n_ok} {what} of {n_cases} case(s) in {result.seconds:.1f} s"
+        msg = (f"ranked {n_ok} {what} of {n_cases} case(s) in {result.seconds:.1f} s; order: "
+               f"{result.note or result.order}")
         if result.failed:
             msg += f"; {len(result.failed)} case(s) failed (listed at the end)"
         self.status.setText(msg)
@@ -447,6 +464,9 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
                 cases = list(getattr(m, "training_cases_", []))
                 shown = ", ".join(cases[:4]) + (" …" if len(cases) > 4 else "")
                 parts.append(f"{role} {m.kind} ({len(m.provenance_)} fit(s); {len(cases)} cases: {shown})")
+        qm = getattr(s.models, "image_quality", None)
+        if qm is not None:
+            parts.append(f"image-level regressor by {qm.by} ({qm.target})")
         where = s.model_path or "not saved"
         self.model_label.setText("session: " + "; ".join(parts) + f" — {where}")
 

@@ -8,7 +8,7 @@ only in the worker's ``returned`` handler on the main thread, so cancelling chan
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QLabel,
@@ -24,6 +24,8 @@ from .._layers import (
     axial_view,
     case_id_of,
     centre_on_mask,
+    note_texture_mapping,
+    prepare_texture_mapping,
     quality_column,
     recolor_with,
     segment_colormap,
@@ -76,6 +78,7 @@ def _colormap_for(hide_classes, min_interior):
         column, reverse, _ = quality_column(analysis.table)
         cmap = segment_colormap(analysis.table, column, reverse=reverse, hide_classes=hide_classes,
                                 min_interior=min_interior)
+        prepare_texture_mapping(cmap, analysis.seg.dtype)
         return analysis, cmap
 
     return post
@@ -198,6 +201,12 @@ class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         self.save_button = QPushButton("Save CSV")
         self.save_button.clicked.connect(lambda: self.save_csv())
         self.save_button.setEnabled(False)
+        # The segment table is refilled once per change, in an event-loop pass of its own: a run
+        # changes the segments' data and features several times, and the main thread must not
+        # stand still for all of it at once (issue 15: gaps <= 100 ms while results are shown).
+        self._table_stale = False
+        self._table_timer = self._zero_timer(self.flush_table)
+        self._finish_timer = self._zero_timer(self._finish_display)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
@@ -394,6 +403,8 @@ class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         self.progress.setValue(0)
 
     def _on_returned(self, result):
+        """Show a run's results: the layers now; the table, the bar, the status and the signals in
+        a later event-loop pass (:meth:`_finish_display`), so the viewer repaints in between."""
         analysis, cmap = result
         table = analysis.table
         opts = self._out_opts
@@ -405,9 +416,17 @@ class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         # how these segments were made: the meta panel trains with it, models are checked against it
         layers[-1].metadata["metaseg"].update(segmentation=analysis.segmentation, case_id=self._case_id,
                                               inputs=self._inputs)
+        note_texture_mapping(cmap, layers[-1].data.dtype)
         self.set_segments_layer(layers[-1])
+        self._shown_segments = len(table)
+        self._finish_timer.start()
+
+    def _finish_display(self):
+        """The second half of showing a run: table, progress, status, ``case_changed``, ``finished``
+        (a setValue on the bar repaints the window, GL canvas included, at once)."""
+        self.flush_table()
         self.progress.setValue(100)
-        self.status.setText(f"{len(table)} segments")
+        self.status.setText(f"{self._shown_segments} segments")
         self.session.case_changed.emit()
         self.finished.emit(self.seg_layer)
 
@@ -427,12 +446,31 @@ class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
 
     def shown_table(self):
         """The segment table exactly as shown (columns and row order)."""
+        self.flush_table()
         return self.model.frame
 
+    def _zero_timer(self, slot):
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(0)
+        timer.timeout.connect(slot)
+        return timer
+
     def _features_changed(self, event=None):
-        layer = self.seg_layer
-        if layer is None:
+        """The segments' table changed: refill the table view once, in the next event-loop pass
+        (however many changes a run makes), or at once when the table is read."""
+        if self.seg_layer is None:
             return
+        self._table_stale = True
+        self._table_timer.start()
+
+    def flush_table(self):
+        """Refill the table view now if the segments changed since it was filled."""
+        self._table_timer.stop()
+        layer = self.seg_layer
+        if not self._table_stale or layer is None:
+            return
+        self._table_stale = False
         self.model.set_frame(shown_segments(layer))
         self.table_view.horizontalHeader().setSortIndicatorShown(False)
         if len(self.model.frame) <= 2000:  # measuring every row's text costs ~0.1 s per 4000 rows
@@ -475,6 +513,7 @@ class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
 
     def select_row(self, row):
         """Select the segment of table row ``row`` and centre the camera on it."""
+        self.flush_table()
         seg_id = self._select_label_of_row(self.seg_layer, row)
         if seg_id is not None:
             self.centre_on(seg_id)
@@ -484,6 +523,8 @@ class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         centre_on_mask(self.viewer, self.seg_layer, np.asarray(self.seg_layer.data) == seg_id)
 
     def _label_selected(self, event=None):
+        if self._table_stale:  # a run is being shown (a new colormap re-emits the selected label):
+            return  # the table is refilled in the next pass, which clears its selection anyway
         self._select_row_of_label(self.seg_layer)
 
     def _on_canvas_click(self, viewer, event):
@@ -512,12 +553,19 @@ class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
                 return None
         from ..core.csv_safe import write_csv
 
+        self.flush_table()
         write_csv(self.model.frame, path)  # atomic (a full disk leaves the previous file); no formulas
         self.status.setText(f"saved {len(self.model.frame)} rows to {path}")
         return path
 
+    def showEvent(self, event):
+        self.flush_table()
+        super().showEvent(event)
+
     def closeEvent(self, event):
         if self.worker is not None:
             self.worker.quit()
+        self._table_timer.stop()
+        self._finish_timer.stop()
         super().closeEvent(event)
 

@@ -1,10 +1,10 @@
 """The MetaSeg dock: every part of the review loop in one dock widget, one tab each.
 
 Analyse (heatmaps, rated segments, table), Model (train, load, refit), Review (label errors),
-Triage (rank cases for annotation), Colours (colour segments by any column), Unknown
-(out-of-distribution regions). Each tab scrolls
-on its own, so the dock fits a laptop screen (1366 x 768) with every part available; the
-parts share the viewer's session (one set of meta models) and the canvas legend.
+Quality (scores of the case and its slices, flagged voxels), Triage (rank cases for
+annotation), Colours (colour segments by any column), Unknown (out-of-distribution regions).
+Each tab scrolls on its own, so the dock fits a laptop screen (1366 x 768) with every part
+available; the parts share the viewer's session (one set of meta models) and the canvas legend.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ TABS = (
     ("Analyse", "analysis", "napari_metaseg._widgets.analysis:AnalysisWidget"),
     ("Model", "meta", "napari_metaseg._widgets.meta:MetaWidget"),
     ("Review", "review", "napari_metaseg._widgets.review:ReviewWidget"),
+    ("Quality", "quality", "napari_metaseg._widgets.quality:QualityWidget"),
     ("Triage", "active_learning", "napari_metaseg._widgets.active_learning:ActiveLearningWidget"),
     ("Colours", "overlay", "napari_metaseg._widgets.overlay:OverlayWidget"),
     ("Unknown", "ood", "napari_metaseg._widgets.ood:OodWidget"),
@@ -45,7 +46,7 @@ def scrolled(widget):
 
 class MetaSegDock(QWidget):
     """One dock with a tab per part of the loop (attributes ``analysis``, ``meta``, ``review``,
-    ``active_learning``, ``overlay``: the panels themselves)."""
+    ``quality``, ``active_learning``, ``overlay``, ``ood``: the panels themselves)."""
 
     def __init__(self, napari_viewer):
         super().__init__()

@@ -39,12 +39,31 @@ from ._table import DataFrameModel
 from ._worker import WorkerPanelMixin
 
 READ_MODES = MODES
-DEFAULTS = {"source": "current", "folder": "", "classifier": "lasso", "regressor": "linear",
-            "min_interior": 1, "n_splits": 10, "split": "auto", "read_mode": "auto",
+#: "auto" kinds and min interior -1 ("auto") take the segmentation mode's defaults (names.DEFAULT_TRAINING)
+DEFAULTS = {"source": "current", "folder": "", "classifier": "auto", "regressor": "auto",
+            "min_interior": -1, "n_splits": 10, "split": "auto", "read_mode": "auto",
             "last_model_path": ""}
 PLOTS = ("ROC", "IoU_adj", "LASSO path")
 SOURCES = (("current case", "current"), ("folder of cases", "folder"))
 FOLDER_HINT = "<case>_softmax.* + <case>_gt.*, or case/softmax.* + case/gt.*"
+
+
+#: the min interior choices: "auto" (-1) takes the segmentation mode's default
+MIN_INTERIOR_CHOICES = (("auto", -1), *((str(n), n) for n in (0, 1, 2, 3, 5, 10, 20)))
+
+
+def _min_interior_choice(opts):
+    """The persisted min interior when it is one of the choices, else "auto"."""
+    try:
+        value = int(opts["min_interior"])
+    except (TypeError, ValueError):
+        return -1
+    return value if value in {v for _, v in MIN_INTERIOR_CHOICES} else -1
+
+
+def _or_none(value):
+    """None for the form's "auto" (a kind of "auto", a min interior of -1), else the value."""
+    return None if value in ("auto", -1) else value
 
 
 # ================================================================================================
@@ -78,14 +97,16 @@ class MetaWidget(WorkerPanelMixin, QWidget):
             ("read_mode", "combo", {"choices": READ_MODES, "value": opts["read_mode"]}, "segment folder as",
              "how the folder's cases are segmented (slices: along the last axis)"),
             ("models", "row", {"fields": [
-                ("classifier", "combo", {"choices": CLASSIFIER_KINDS, "value": opts["classifier"]}, "", ""),
-                ("regressor", "combo", {"choices": REGRESSOR_KINDS, "value": opts["regressor"]}, "regressor",
-                 ""),
+                ("classifier", "combo", {"choices": ("auto", *CLASSIFIER_KINDS), "value": opts["classifier"]},
+                 "", "auto: the segmentation mode's default (3D: logistic; 2D and slices: lasso)"),
+                ("regressor", "combo", {"choices": ("auto", *REGRESSOR_KINDS), "value": opts["regressor"]},
+                 "regressor", "auto: the segmentation mode's default (3D: lasso; 2D and slices: linear)"),
             ]}, "classifier", ""),
             ("evaluation", "row", {"fields": [
-                ("min_interior", "spin", {"min": 0, "max": 10**6, "value": int(opts["min_interior"])}, "",
-                 "segments with fewer interior pixels are left out of training (1 as in the paper; use 0 "
-                 "in 3D mode)"),
+                ("min_interior", "combo",
+                 {"choices": MIN_INTERIOR_CHOICES, "value": _min_interior_choice(opts)}, "",
+                 "segments with fewer interior pixels are left out of training; auto: 1 for 2D and "
+                 "slice-wise segments (as in the paper), 0 in 3D (whole-volume segments are mostly specks)"),
                 ("n_splits", "spin", {"min": 1, "max": 100, "value": int(opts["n_splits"])}, "splits", ""),
                 ("split", "combo", {"choices": SPLITS, "value": opts["split"]}, "by",
                  "what stays together in the 50/50 evaluation splits"),
@@ -283,8 +304,9 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         """Train new models on the chosen data in a worker; returns it (None on bad input)."""
         opts = self.options()
         update_settings("meta", opts)
-        kwargs = {"classifier_kind": opts["classifier"], "regressor_kind": opts["regressor"],
-                  "min_interior": opts["min_interior"], "n_splits": opts["n_splits"],
+        kwargs = {"classifier_kind": _or_none(opts["classifier"]),
+                  "regressor_kind": _or_none(opts["regressor"]),
+                  "min_interior": _or_none(opts["min_interior"]), "n_splits": opts["n_splits"],
                   "split": opts["split"]}
         try:
             if opts["source"] == "folder":
@@ -326,7 +348,8 @@ class MetaWidget(WorkerPanelMixin, QWidget):
                                 "give the current case its own id to add it")
             return None
         opts = self.options()
-        min_interior = self.dataset.min_interior if self.dataset is not None else opts["min_interior"]
+        min_interior = (self.dataset.min_interior if self.dataset is not None
+                        else _or_none(opts["min_interior"]))
         common = {"n_splits": opts["n_splits"], "split": opts["split"], "min_interior": min_interior}
         edited = self._edited_case(current)
         if edited is not None:  # labels were fixed since the analysis: measure the case again first

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import workflows
-from .._layers import centre_on_mask
+from .._layers import centre_on_mask, input_layers, spatial_kwargs
 from ._form import make_form, set_choices
 from ._table import DataFrameModel, LabelTableLink, table_view
 from ._worker import WorkerPanelMixin
@@ -199,15 +199,7 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         return self.slider.value() / 100.0
 
     def _refresh_choices(self, event=None):
-        from napari.layers import Image, Labels
-
-        def kind(la):
-            return la.metadata.get("metaseg", {}).get("kind")
-
-        layers = list(self.viewer.layers)
-        probs = [la.name for la in layers if isinstance(la, Image) and kind(la) == "probabilities"]
-        labels = [la.name for la in layers
-                  if isinstance(la, Labels) and not la.metadata.get("metaseg", {}).get("result")]
+        probs, labels = ([la.name for la in group] for group in input_layers(self.viewer))
         set_choices(self.form.probabilities, probs)
         set_choices(self.form.ood_layer, [NONE, *labels])
 
@@ -241,15 +233,6 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
                             mode=self.form.mode.value, slice_axis=self.form.slice_axis.value,
                             exclude_classes=(0,) if self.form.exclude_background.value else (),
                             ood_label=None if label < 0 else label)
-
-    def _spatial_kwargs(self, layer, axis):
-        spatial = [i for i in range(layer.ndim) if i != axis]
-        out = {"scale": tuple(np.asarray(layer.scale)[spatial]),
-               "translate": tuple(np.asarray(layer.translate)[spatial])}
-        units = getattr(layer, "units", None)
-        if units is not None:
-            out["units"] = tuple(units[i] for i in spatial)
-        return out
 
     # -- preview -----------------------------------------------------------------------------------
     def _threshold_changed(self, value):
@@ -290,7 +273,7 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         except ValueError:
             return None
         shape = probs.shape[:-1]
-        kwargs = self._spatial_kwargs(layer, axis)
+        kwargs = spatial_kwargs(layer, axis)
         s = self.settings()
         plane = self._current_plane(shape, kwargs)
         if plane is None and len(shape) == 3:
@@ -402,7 +385,7 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         self._preview_timer.stop()  # the found regions replace the preview
         self._show_preview = False
         self._run = {"layer": layer, "axis": axis, "settings": settings,
-                     "kwargs": self._spatial_kwargs(layer, axis)}
+                     "kwargs": spatial_kwargs(layer, axis)}
         source = layer.metadata.get("source")
         case_id = layer.name.replace(" softmax", "").replace(" probabilities", "").strip() or "current"
 

@@ -204,16 +204,13 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
 
     # -- choices and model ---------------------------------------------------------------------
     def _refresh_choices(self, event=None):
-        from napari.layers import Image, Labels
+        from napari.layers import Labels
 
-        def kind(la):
-            return la.metadata.get("metaseg", {}).get("kind")
+        from .._layers import input_layers
 
-        layers = list(self.viewer.layers)
-        probs = [la for la in layers if isinstance(la, Image) and kind(la) == "probabilities"]
-        gts = [la for la in layers
-               if isinstance(la, Labels) and not la.metadata.get("metaseg", {}).get("result")]
-        segs = [la for la in layers if isinstance(la, Labels) and kind(la) == "segments"]
+        probs, gts = input_layers(self.viewer)
+        segs = [la for la in self.viewer.layers
+                if isinstance(la, Labels) and la.metadata.get("metaseg", {}).get("kind") == "segments"]
         form = self.form
         set_choices(form.probabilities, [la.name for la in probs])
         set_choices(form.ground_truth, [la.name for la in gts])

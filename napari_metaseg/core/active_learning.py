@@ -17,6 +17,19 @@ segment gets NaN and is ranked after all others.
 :func:`order_ranking` turns such a summary into the review order (worst predicted quality first)
 and :func:`rank_cases` does both. The command line (``napari-metaseg rank``) and the active
 learning panel use the same :func:`order_ranking`, so they list cases in the same order.
+
+Two orders (the ``order`` column says which one a ranking used):
+
+* ``"image regressor"``: given an image-level regressor (``image_model``, fitted on
+  :func:`~napari_metaseg.core.image_quality.image_features` rows against the mean IoU of each
+  slice or case), ``quality_pred`` is its predicted mean IoU of the row;
+* ``"segment mean"`` (the fallback): ``quality_pred`` is ``iou_adj_pred_mean``.
+
+The review order is ``quality_pred`` ascending. Rows whose predicted foreground (``size``: pixels
+of the segments counted) is below ``min_foreground`` times the largest one of the same case (by
+slice) or of all rows (by case) come last, like rows without any counted segment: a slice holding
+a few edge voxels of the object is rarely the one worth labelling first (docs/active_learning.md
+measures the default, :data:`~napari_metaseg.names.RANK_MIN_FOREGROUND`).
 """
 
 from __future__ import annotations
@@ -26,12 +39,20 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["RANKING_COLUMNS", "order_ranking", "predicted_quality", "rank_cases"]
+from ..names import RANK_MIN_FOREGROUND
+
+__all__ = ["ORDER_IMAGE", "ORDER_SEGMENTS", "RANKING_COLUMNS", "RANK_MIN_FOREGROUND", "below_min_foreground",
+           "order_ranking", "predicted_quality", "rank_cases"]
 
 #: Columns of a ranking, in this order (``slice`` only when ranking slices, ``iou_adj_mean``
-#: only when the tables carry ground truth).
-RANKING_COLUMNS = ("rank", "case", "slice", "n_segments", "size", "iou_adj_pred_mean",
-                   "share_likely_wrong", "priority", "iou_adj_mean")
+#: only when the tables carry ground truth, ``mean_iou`` only when they carry the image scores of
+#: the rows ranked).
+RANKING_COLUMNS = ("rank", "case", "slice", "n_segments", "size", "quality_pred", "order",
+                   "iou_adj_pred_mean", "share_likely_wrong", "priority", "iou_adj_mean", "mean_iou")
+#: ``order`` of a ranking by the image-level regressor's predicted quality.
+ORDER_IMAGE = "image regressor"
+#: ``order`` of a ranking by the size-weighted mean of the predicted segment IoU_adj.
+ORDER_SEGMENTS = "segment mean"
 _BY = ("case", "slice")
 
 
@@ -120,7 +141,8 @@ def _check_background(background):
     return int(background)
 
 
-def predicted_quality(cases, model=None, *, by=None, threshold=0.5, background=0) -> pd.DataFrame:
+def predicted_quality(cases, model=None, *, by=None, threshold=0.5, background=0, image_model=None,
+                      image_background=0) -> pd.DataFrame:
     """Per-case (or per-slice) summary of the predicted segment quality, in input order.
 
     Parameters
@@ -142,17 +164,27 @@ def predicted_quality(cases, model=None, *, by=None, threshold=0.5, background=0
         Segments of this (predicted) ``class`` are left out of every column (as in
         :func:`~napari_metaseg.core.find_label_errors`, the class that is not an object).
         None keeps every class.
+    image_model : MetaRegressor, optional
+        An image-level regressor fitted on :func:`~napari_metaseg.core.image_quality.image_features`
+        rows of the same kind (``by``) as the ranking: ``quality_pred`` is its prediction for
+        each row (features from the tables with the segment predictions). None: ``quality_pred``
+        is ``iou_adj_pred_mean``.
+    image_background : int or None, default 0
+        The class the image regressor's features leave out (the one it was trained with).
 
     Returns
     -------
     pandas.DataFrame
         ``case`` (str), ``slice`` (by slice), ``n_segments`` and ``size`` (sum of ``S``) of the
-        segments counted (background left out), ``iou_adj_pred_mean`` (mean of the predicted
-        IoU_adj weighted by ``S``), ``share_likely_wrong``, and ``iou_adj_mean`` (the same
+        segments counted (background left out), ``quality_pred`` and ``order``
+        (:data:`ORDER_IMAGE` or :data:`ORDER_SEGMENTS`), ``iou_adj_pred_mean`` (mean of the
+        predicted IoU_adj weighted by ``S``), ``share_likely_wrong``, ``iou_adj_mean`` (the same
         weighted mean of the true IoU_adj over segments where it is finite) when the tables have
-        ``iou_adj``. Every case (slice) of ``cases`` has a row, in the order it first appears; one
-        with background segments only has ``n_segments`` = ``size`` = 0 and NaN in the means and
-        the share (:func:`order_ranking` puts it last).
+        ``iou_adj``, and ``mean_iou`` (the true mean IoU of the row) when the tables carry
+        ``image_mean_iou`` of the rows ranked (per slice by slice, per image by case of tables
+        without a ``slice`` column). Every case (slice) of ``cases`` has a row, in the order it
+        first appears; one with background segments only has ``n_segments`` = ``size`` = 0 and
+        NaN in the means and the share (:func:`order_ranking` puts it last).
 
     Raises
     ------
@@ -237,33 +269,96 @@ def predicted_quality(cases, model=None, *, by=None, threshold=0.5, background=0
                                      if has_p else np.nan)
         if has_gt:
             out["iou_adj_mean"] = sums["_wgt"].to_numpy() / sums["_sgt"].to_numpy()
+    if image_model is None:
+        out.insert(out.columns.get_loc("iou_adj_pred_mean"), "quality_pred", out["iou_adj_pred_mean"])
+        out.insert(out.columns.get_loc("iou_adj_pred_mean"), "order", ORDER_SEGMENTS)
+    else:
+        from .image_quality import image_features, predict_image_quality
+
+        feats = image_features(table.assign(case=table["case"].astype(str)), by=by,
+                               background=image_background)
+        pred = pd.DataFrame({k: feats[k].to_numpy() for k in keys})
+        pred["quality_pred"] = predict_image_quality(image_model, feats)
+        merged = out[keys].merge(pred, on=keys, how="left")
+        at = out.columns.get_loc("iou_adj_pred_mean")
+        out.insert(at, "quality_pred", merged["quality_pred"].to_numpy())
+        out.insert(out.columns.get_loc("iou_adj_pred_mean"), "order", ORDER_IMAGE)
+    if "image_mean_iou" in table.columns and (by == "slice") == ("slice" in table.columns):
+        named = table.assign(case=table["case"].astype(str))
+        true = named.groupby(keys, sort=False)["image_mean_iou"].first().reset_index()
+        out["mean_iou"] = out[keys].merge(true, on=keys, how="left")["image_mean_iou"].to_numpy()
     return out
 
 
-def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.DataFrame:
+def _check_min_foreground(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"min_foreground must be a number, got {type(value).__name__}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"min_foreground must lie in [0, 1) (a share of the largest foreground), "
+                         f"got {value!r}")
+    return float(value)
+
+
+def below_min_foreground(summary: pd.DataFrame, min_foreground: float = RANK_MIN_FOREGROUND) -> np.ndarray:
+    """Rows of a ranking summary whose foreground is too small to rank them by their quality.
+
+    A row is below the minimum when its ``size`` (pixels of the segments counted: the predicted
+    foreground) is below ``min_foreground`` times the largest ``size`` of the same case (rows
+    with a ``slice`` column) or of all rows (by case), or when it holds no counted segment
+    (``n_segments`` = 0). Without a ``size`` column only the second rule applies.
+
+    Example
+    -------
+    >>> s = pd.DataFrame({"case": ["a"] * 3, "slice": [0, 1, 2], "size": [5, 1000, 400]})
+    >>> below_min_foreground(s, 0.01).tolist()
+    [True, False, False]
+    """
+    min_foreground = _check_min_foreground(min_foreground)
+    out = np.zeros(len(summary), bool)
+    if "n_segments" in summary.columns:
+        out |= summary["n_segments"].to_numpy() == 0
+    if "size" in summary.columns and min_foreground > 0:
+        size = summary["size"].to_numpy(np.float64, na_value=0.0)
+        if "slice" in summary.columns and "case" in summary.columns:
+            case = summary["case"].astype(str).to_numpy()
+            largest = pd.Series(size).groupby(case).transform("max").to_numpy()
+        else:
+            largest = np.full(len(size), size.max() if len(size) else 0.0)
+        out |= size < min_foreground * largest
+    return out
+
+
+def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0,
+                  min_foreground: float = RANK_MIN_FOREGROUND) -> pd.DataFrame:
     """Sort a :func:`predicted_quality` summary into review order and number it.
 
-    The order, worst predicted quality first:
+    With ``q`` = ``quality_pred`` (when the summary has it; else ``iou_adj_pred_mean``), the
+    order, worst predicted quality first:
 
     1. ``priority`` descending, where ``priority`` =
-       ``(1 - share_weight) * (1 - iou_adj_pred_mean) + share_weight * share_likely_wrong``
-       when both columns are known, ``1 - iou_adj_pred_mean`` with predictions of the regressor
-       only and ``share_likely_wrong`` with those of the classifier only (a number in [0, 1];
-       higher = review sooner);
-    2. ties by ``iou_adj_pred_mean`` ascending, then ``share_likely_wrong`` descending;
+       ``(1 - share_weight) * (1 - q) + share_weight * share_likely_wrong``
+       when both columns are known, ``1 - q`` with ``q`` only and ``share_likely_wrong`` with
+       predictions of the classifier only (a number in [0, 1]; higher = review sooner);
+    2. ties by ``q`` ascending, then ``share_likely_wrong`` descending;
     3. remaining ties keep the order of ``summary`` (a stable sort);
-    4. rows whose ``priority`` is NaN (no segment counted, e.g. a slice holding background only,
-       see :func:`predicted_quality`) come after all others, in the order of ``summary``.
+    4. rows whose ``priority`` is NaN come after all others, among themselves by ``q`` ascending
+       (then the order of ``summary``): rows without any counted segment (e.g. a slice holding
+       background only, see :func:`predicted_quality`) and rows below the minimum foreground
+       (:func:`below_min_foreground`), whose ``priority`` is set to NaN.
 
-    With the default ``share_weight=0`` this is: lowest size-weighted predicted IoU_adj first,
-    and among equal ones the case with the larger share of likely wrong segments.
+    With the default ``share_weight=0`` this is: lowest predicted quality first, and among equal
+    ones the case with the larger share of likely wrong segments.
 
     Parameters
     ----------
     summary : pandas.DataFrame
-        With ``iou_adj_pred_mean`` and/or ``share_likely_wrong`` (NaN where unknown).
+        With ``quality_pred``, ``iou_adj_pred_mean`` and/or ``share_likely_wrong`` (NaN where
+        unknown); ``size`` and ``n_segments`` for the minimum foreground.
     share_weight : float, default 0.0
         Weight of ``share_likely_wrong`` in the priority, in [0, 1].
+    min_foreground : float, default :data:`~napari_metaseg.names.RANK_MIN_FOREGROUND` (0.01)
+        Rows whose ``size`` is below this share of the largest one of their case (by slice) or
+        of all rows (by case) rank last; 0 ranks every row with a counted segment by its quality.
 
     Returns
     -------
@@ -273,7 +368,8 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
     Raises
     ------
     ValueError
-        Neither column present, an empty summary, ``share_weight`` outside [0, 1].
+        No quality column present, an empty summary, ``share_weight`` outside [0, 1],
+        ``min_foreground`` outside [0, 1).
 
     Example
     -------
@@ -289,6 +385,7 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
     w = float(share_weight)
     if not 0.0 <= w <= 1.0:
         raise ValueError(f"share_weight must lie in [0, 1], got {share_weight!r}")
+    small = below_min_foreground(summary, min_foreground)
 
     def col(name):
         if name not in summary.columns:
@@ -296,13 +393,15 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
         v = summary[name].to_numpy(np.float64, na_value=np.nan)
         return None if np.all(np.isnan(v)) else v
 
-    quality, share = col("iou_adj_pred_mean"), col("share_likely_wrong")
+    qname = "quality_pred" if col("quality_pred") is not None else "iou_adj_pred_mean"
+    quality, share = col(qname), col("share_likely_wrong")
     if quality is None and share is None:
-        if not {"iou_adj_pred_mean", "share_likely_wrong"} & set(summary.columns):
-            raise ValueError("summary has neither an iou_adj_pred_mean nor a share_likely_wrong column")
+        if not {"quality_pred", "iou_adj_pred_mean", "share_likely_wrong"} & set(summary.columns):
+            raise ValueError("summary has neither a quality_pred, an iou_adj_pred_mean nor a "
+                             "share_likely_wrong column")
         # every row is NaN (e.g. background only everywhere): nothing to order, input order kept
-        quality = summary["iou_adj_pred_mean"].to_numpy(np.float64, na_value=np.nan) \
-            if "iou_adj_pred_mean" in summary.columns else None
+        quality = summary[qname].to_numpy(np.float64, na_value=np.nan) \
+            if qname in summary.columns else None
         share = None if quality is not None else \
             summary["share_likely_wrong"].to_numpy(np.float64, na_value=np.nan)
     if quality is not None and share is not None:
@@ -311,6 +410,7 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
         priority = 1.0 - quality
     else:
         priority = share.copy()
+    priority = np.where(small, np.nan, priority)
     n = len(summary)
     nan_last = np.where(np.isnan(priority), 1, 0)
     # np.lexsort: the last key is the primary one; position last of all keeps ties stable
@@ -329,8 +429,8 @@ def order_ranking(summary: pd.DataFrame, *, share_weight: float = 0.0) -> pd.Dat
     return out
 
 
-def rank_cases(cases, model=None, *, by=None, threshold=0.5, share_weight=0.0,
-               background=0) -> pd.DataFrame:
+def rank_cases(cases, model=None, *, by=None, threshold=0.5, share_weight=0.0, background=0,
+               image_model=None, image_background=0, min_foreground=RANK_MIN_FOREGROUND) -> pd.DataFrame:
     """Order unlabelled cases (or slices) for annotation, worst predicted quality first.
 
     :func:`predicted_quality` followed by :func:`order_ranking` (see there for the columns and
@@ -354,12 +454,21 @@ def rank_cases(cases, model=None, *, by=None, threshold=0.5, share_weight=0.0,
     background : int or None, default 0
         Class whose segments are left out (None keeps every class); cases (slices) without any
         other segment rank last with NaN.
+    image_model : MetaRegressor, optional
+        An image-level regressor of rows ``by`` (see :func:`predicted_quality`): the order is
+        then its predicted quality (``order`` = :data:`ORDER_IMAGE`); None: the size-weighted
+        mean of the predicted segment IoU_adj (:data:`ORDER_SEGMENTS`).
+    image_background : int or None, default 0
+        The class the image regressor's features leave out.
+    min_foreground : float, default 0.01
+        See :func:`order_ranking`.
 
     Returns
     -------
     pandas.DataFrame
-        ``rank``, ``case``, [``slice``], ``n_segments``, ``size``, ``iou_adj_pred_mean``,
-        ``share_likely_wrong``, [``iou_adj_mean``], ``priority``; one row per case (slice).
+        ``rank``, ``case``, [``slice``], ``n_segments``, ``size``, ``quality_pred``, ``order``,
+        ``iou_adj_pred_mean``, ``share_likely_wrong``, [``iou_adj_mean``], [``mean_iou``],
+        ``priority``; one row per case (slice).
 
     Raises
     ------
@@ -369,7 +478,9 @@ def rank_cases(cases, model=None, *, by=None, threshold=0.5, share_weight=0.0,
     Example
     -------
     >>> ranking = rank_cases({"a": table_a, "b": table_b}, (clf, reg))  # doctest: +SKIP
-    >>> ranking[["rank", "case", "iou_adj_pred_mean"]]  # doctest: +SKIP
+    >>> ranking[["rank", "case", "quality_pred", "order"]]  # doctest: +SKIP
     """
-    summary = predicted_quality(cases, model, by=by, threshold=threshold, background=background)
-    return order_ranking(summary, share_weight=share_weight)
+    min_foreground = _check_min_foreground(min_foreground)
+    summary = predicted_quality(cases, model, by=by, threshold=threshold, background=background,
+                                image_model=image_model, image_background=image_background)
+    return order_ranking(summary, share_weight=share_weight, min_foreground=min_foreground)

@@ -207,7 +207,8 @@ def image_feature_columns(table: pd.DataFrame) -> list:
     Every numeric column except the information columns (``case``, ``slice``, ``n_segments``,
     ``size``, ``n_pixels_all``) and any score column of
     :func:`~napari_metaseg.core.scores.segmentation_scores` merged in (``n_pixels``,
-    ``pixel_accuracy``, ``mean_*``, ``iou_*``, ``dice_*``) and predictions (``quality_pred``).
+    ``pixel_accuracy``, ``mean_*``, ``iou_*``, ``dice_*``, and the segment tables' broadcast
+    ``image_mean_iou`` / ``image_mean_dice``) and predictions (``quality_pred``).
 
     Example
     -------
@@ -227,7 +228,8 @@ def image_feature_columns(table: pd.DataFrame) -> list:
 
 
 def _is_score_column(name: str) -> bool:
-    if name in ("n_pixels", "pixel_accuracy", "quality_pred", "mean_iou", "mean_dice"):
+    if name in ("n_pixels", "pixel_accuracy", "quality_pred", "mean_iou", "mean_dice", "image_mean_iou",
+                "image_mean_dice"):
         return True
     return name.startswith(("iou_", "dice_")) and not name.startswith("iou_adj_pred")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..names import OOD_COLUMNS, PREDICTION_COLUMNS
+from ..names import IMAGE_SCORE_COLUMNS, OOD_COLUMNS, PREDICTION_COLUMNS
 from .atomic import atomic_path
 
 __all__ = [
@@ -31,11 +31,12 @@ __all__ = [
 
 #: Ground-truth columns of a metrics table: targets, never features.
 TARGET_COLUMNS = ("iou", "iou_adj")
-#: Columns that are never features: identifiers, the class id, targets and predictions. The
+#: Columns that are never features: identifiers, the class id, targets and predictions, and the
+#: image scores broadcast to the segments (the image-level regressor's targets). The
 #: class id is a label, not a quantity (its number means nothing to a linear model); the class
 #: enters through the ``cprob*`` columns, as in the reference implementation.
 NON_FEATURE_COLUMNS = ("index", "case", "slice", "class", *TARGET_COLUMNS, *PREDICTION_COLUMNS,
-                       *OOD_COLUMNS)
+                       *OOD_COLUMNS, *IMAGE_SCORE_COLUMNS)
 #: Size columns: heavy-tailed (a background segment can hold millions of voxels next to
 #: one-voxel specks), so the meta models see them on a log scale by default.
 SIZE_COLUMNS = ("S", "S_in", "S_bd", "S_rel", "S_rel_in")
@@ -46,7 +47,8 @@ def feature_columns(table: pd.DataFrame) -> list:
 
     Every numeric (or boolean) column is a feature except the identifiers ``index``, ``case``
     and ``slice``, the class id ``class`` (the class enters through the ``cprob*`` columns, as
-    in the reference implementation), the ground-truth columns ``iou`` and ``iou_adj`` and the
+    in the reference implementation), the ground-truth columns ``iou`` and ``iou_adj``, the
+    image scores ``image_mean_iou`` and ``image_mean_dice`` and the
     prediction columns ``p_iou0`` and ``iou_adj_pred``. Non-numeric columns (file names, notes)
     are skipped. The order is the table's column order.
 

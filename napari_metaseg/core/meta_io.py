@@ -14,6 +14,10 @@ Layout (format version 1)::
                  "classifier": {...} | null, "regressor": {...} | null,
                  "evaluation": {...} | null}}
 
+Optional payload entries (absent when unknown, so older files load as before): ``segmentation``,
+``training_data``, ``ood`` (region models) and ``image_quality`` (an image-level regressor stored
+like the segment models, with ``by``, ``target``, ``background`` and ``fail_below``).
+
 The checksum is the sha256 of the payload serialised canonically
 (``json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
 allow_nan=False)``). Non-finite floats (thresholds of the trees can be +inf) are written as
@@ -89,7 +93,7 @@ OOD_KEYS = ("threshold", "measure", "exclude_classes")
 
 
 def save_models(path, classifier=None, regressor=None, *, evaluation=None, segmentation=None,
-                training_data=None, ood=None) -> Path:
+                training_data=None, ood=None, image_quality=None) -> Path:
     """Write fitted meta models (and their evaluation) to a JSON model file.
 
     Parameters
@@ -115,6 +119,13 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
         Marks an OoD region model (a classifier of ``hit`` fitted on region tables) and records
         how its regions were made (``threshold``, ``measure``, ``exclude_classes``);
         ``info["ood"]`` on load. Such a file is refused where a segment model is expected.
+    image_quality : dict, optional
+        The image-level quality regressor saved with segment models: ``regressor`` (a
+        :class:`~napari_metaseg.core.meta_model.MetaRegressor` fitted on
+        :func:`~napari_metaseg.core.image_quality.image_features` rows), ``by`` (``"slice"`` or
+        ``"case"``), ``target`` (an image score, e.g. ``"mean_iou"``), ``background`` (class id or
+        None) and ``fail_below``; ``info["image_quality"]`` on load (the same keys, the regressor
+        rebuilt like the others; None when absent).
 
     Returns
     -------
@@ -172,6 +183,10 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
         ood = _check_ood(ood, ValueError)
         if regressor is not None:
             raise ValueError("an OoD region model holds a classifier (of hit) only, not a regressor")
+    if image_quality is not None:
+        if ood is not None:
+            raise ValueError("an OoD region model holds no image-quality regressor")
+        image_quality = _image_quality_to_dict(image_quality)
     payload = {
         "created": _utc_now(),
         "versions": library_versions(),
@@ -187,6 +202,8 @@ def save_models(path, classifier=None, regressor=None, *, evaluation=None, segme
         payload["training_data"] = training_data
     if ood is not None:  # absent for segment models: their files are unchanged
         payload["ood"] = ood
+    if image_quality is not None:  # absent without one: older readers see no change
+        payload["image_quality"] = image_quality
     canonical = _canonical(payload)
     doc = (
         "{" + f'"format": {json.dumps(FORMAT_NAME)},\n "format_version": {FORMAT_VERSION},\n'
@@ -262,6 +279,54 @@ def _check_ood(rec, error):
                        for c in excl)):
         raise error(f"ood 'exclude_classes' must be a list of class ids, got {short_repr(excl)}")
     return {"threshold": float(t), "measure": measure, "exclude_classes": [int(c) for c in excl]}
+
+
+#: Keys of the ``image_quality`` record besides its ``regressor``.
+IMAGE_QUALITY_KEYS = ("by", "target", "background", "fail_below")
+
+
+def _image_quality_fields(rec, error):
+    """``by``, ``target``, ``background``, ``fail_below`` of an ``image_quality`` record, checked."""
+    from ..names import IMAGE_TARGETS
+
+    if not isinstance(rec, dict):
+        raise error(f"image_quality must be a dict, got {type(rec).__name__}")
+    by, target = rec.get("by"), rec.get("target")
+    if by not in ("slice", "case"):
+        raise error(f"image_quality 'by' must be 'slice' or 'case', got {short_repr(by)}")
+    if target not in IMAGE_TARGETS:
+        raise error(f"image_quality 'target' must be one of {list(IMAGE_TARGETS)}, got {short_repr(target)}")
+    bg = rec.get("background")
+    if isinstance(bg, np.integer):
+        bg = int(bg)
+    if bg is not None and (isinstance(bg, bool) or not isinstance(bg, int) or not 0 <= bg < 2**31):
+        raise error(f"image_quality 'background' must be a class id or None, got {short_repr(bg)}")
+    fb = rec.get("fail_below")
+    if (isinstance(fb, bool) or not isinstance(fb, (int, float, np.integer, np.floating))
+            or not abs(float(fb)) <= MAX_ABS_VALUE):
+        raise error(f"image_quality 'fail_below' must be a finite number, got {short_repr(fb)}")
+    return {"by": by, "target": target, "background": bg, "fail_below": float(fb)}
+
+
+def _image_quality_to_dict(rec) -> dict:
+    out = _image_quality_fields(rec, ValueError)
+    reg = rec.get("regressor")
+    if not isinstance(reg, MetaRegressor):
+        raise TypeError(f"image_quality 'regressor' must be a fitted MetaRegressor, got {type(reg).__name__}")
+    if not hasattr(reg, "feature_names_in_"):
+        raise ValueError("the image-quality regressor was fitted on an array without column names; fit it "
+                         "on image_features rows so that the file can record its features")
+    return {**out, "regressor": _model_to_dict(reg)}
+
+
+def _image_quality_from_dict(rec, where) -> dict:
+    """The ``image_quality`` record of a file, validated like the segment models."""
+    out = _image_quality_fields(rec, lambda m: MetaModelFileError(f"{where}: {m}"))
+    v = _Validator(f"{where}: image_quality")
+    d = v.get(rec, "regressor", dict)
+    names = v.str_list(d, "feature_names", unique=True, nonempty=True, max_len=MAX_FEATURES)
+    out["regressor"] = _model_from_dict(v.sub("regressor"), d, MetaRegressor, names)
+    return out
 
 
 def _check_suffix(path: Path) -> None:
@@ -382,7 +447,8 @@ def load_models(path, *, table: pd.DataFrame | None = None, table_kind: str | No
         ``format_version``, ``created``, ``versions`` (libraries at save time),
         ``feature_names``, ``n_classes`` (number of ``cprob`` columns), ``training_cases``,
         ``counts`` (segments per model and target class), ``segmentation``, ``training_data``, ``evaluation``
-        (:class:`~napari_metaseg.core.meta_model.Evaluation` or None) and ``path``.
+        (:class:`~napari_metaseg.core.meta_model.Evaluation` or None), ``image_quality`` (see
+        :func:`save_models`; None when the file has none) and ``path``.
 
     Raises
     ------
@@ -486,6 +552,7 @@ def load_models(path, *, table: pd.DataFrame | None = None, table_kind: str | No
         "training_data": None,
         "table_kind": "segments",
         "ood": None,
+        "image_quality": None,
         "path": str(path),
     }
     if payload.get("ood") is not None:
@@ -497,6 +564,10 @@ def load_models(path, *, table: pd.DataFrame | None = None, table_kind: str | No
     if payload.get("training_data") is not None:
         info["training_data"] = _check_training_data(
             payload["training_data"], lambda m: MetaModelFileError(f"{where}: {m}"))
+    if payload.get("image_quality") is not None:
+        if info["ood"] is not None:
+            raise MetaModelFileError(f"{where}: an OoD region model cannot hold an image-quality regressor")
+        info["image_quality"] = _image_quality_from_dict(payload["image_quality"], where)
     return models["classifier"], models["regressor"], info
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 __all__ = ["COCO_IOU_THRESHOLDS", "instance_ap", "segmentation_scores"]
 
@@ -68,6 +69,45 @@ def _check_groups(groups):
             raise ValueError(f"groups[{name!r}] is empty; a group needs at least one class id")
         out[name] = sorted(set(vals))
     return out
+
+
+@njit(cache=True, nogil=True)
+def _id_range(gt, pred, ignore):
+    """``(smallest id, largest id, kept pixels)`` of GT and prediction over the pixels whose GT is
+    not ``ignore`` (flat arrays). (0, -1, 0) when every pixel is ignored."""
+    lo, hi, kept = np.int64(1) << 62, np.int64(-1), 0
+    for i in range(gt.size):
+        g = np.int64(gt[i])
+        if g == ignore:
+            continue
+        p = np.int64(pred[i])
+        lo = min(lo, g, p)
+        hi = max(hi, g, p)
+        kept += 1
+    if kept == 0:
+        lo = 0
+    return lo, hi, kept
+
+
+@njit(cache=True, nogil=True)
+def _confusion_rows(gt, pred, ignore, stride, n_rows, k):
+    """Confusion counts ``(n_rows, k, k)`` (GT along axis 1) of flat C-order maps whose ids are
+    0..k-1, the row of flat pixel i being ``(i // stride) % n_rows``; GT ``ignore`` is skipped."""
+    counts = np.zeros((n_rows, k, k), np.int64)
+    for i in range(gt.size):
+        g = np.int64(gt[i])
+        if g == ignore:
+            continue
+        counts[(i // stride) % n_rows, g, np.int64(pred[i])] += 1
+    return counts
+
+
+def _flat_pair(gt, pred):
+    """Flat C-order copies (or views) of both maps in one of the kernels' two dtypes: uint8 when
+    both are uint8 (what the readers give), else int64."""
+    dtype = np.uint8 if gt.dtype == np.uint8 and pred.dtype == np.uint8 else np.int64
+    return (np.ascontiguousarray(gt, dtype=dtype).reshape(-1),
+            np.ascontiguousarray(pred, dtype=dtype).reshape(-1))
 
 
 def _confusions(gt, pred, keep, rows, n_rows, ids):
@@ -172,8 +212,7 @@ def segmentation_scores(pred, gt, *, ignore_index=255, background=0, per="image"
     if background is not None and (isinstance(background, bool)
                                    or not isinstance(background, (int, np.integer))):
         raise TypeError(f"background must be an int class id or None, got {type(background).__name__}")
-    rows = None
-    n_rows = 1
+    n_rows, stride = 1, 1
     if per == "slice":
         if pred.ndim != 3:
             raise ValueError("per='slice' needs 3D maps; a 2D map is one image (per='image')")
@@ -181,13 +220,26 @@ def segmentation_scores(pred, gt, *, ignore_index=255, background=0, per="image"
             raise ValueError(f"slice_axis {slice_axis} is out of range for 3D maps")
         ax = int(slice_axis) % 3
         n_rows = pred.shape[ax]
+        stride = int(np.prod(pred.shape[ax + 1:], dtype=np.int64))
+    ignore = np.iinfo(np.int64).min if ignore_index is None else int(ignore_index)  # none: no id matches
+    g_flat, p_flat = _flat_pair(gt, pred)
+    lo, hi, kept = _id_range(g_flat, p_flat, ignore)
+    if lo < 0:
+        raise ValueError(f"class ids must be >= 0, found {lo}")
+    if n_classes is not None and hi >= n_classes:
+        raise ValueError(f"class id {hi} found but n_classes={n_classes} (ids 0..{n_classes - 1})")
+    if n_classes is not None or hi < _DIRECT_IDS:  # ids 0..k-1: one pass over the pixels
+        k = int(n_classes) if n_classes is not None else (int(hi) + 1 if kept else 1)
+        conf = _confusion_rows(g_flat, p_flat, ignore, max(stride, 1), n_rows, k).astype(np.float64)
+        return _scores_table(conf, np.arange(k), background, groups, per == "slice")
+    # sparse large ids: renumber the ids that occur (numpy)
+    rows = None
+    if per == "slice":
         shape = [1, 1, 1]
         shape[ax] = n_rows
         rows = np.broadcast_to(np.arange(n_rows, dtype=np.int64).reshape(shape), pred.shape)
-    keep = np.ones(gt.shape, bool) if ignore_index is None else gt != int(ignore_index)
+    keep = np.ones(gt.shape, bool) if ignore_index is None else gt != ignore
     ids = _class_ids(gt, pred, keep, n_classes)
-    if ids.size == 0:  # every pixel ignored
-        ids = np.arange(1) if n_classes is None else np.arange(n_classes)
     conf = _confusions(gt, pred, keep, rows, n_rows, ids).astype(np.float64)
     return _scores_table(conf, ids, background, groups, per == "slice")
 

@@ -16,6 +16,7 @@ train                  :func:`train`                               meta panel, `
 refit                  :func:`refit`                               meta and active-learning panels, ``refit``
 save / load a model    :func:`save_model`, :func:`load_model`      every panel, ``train``, ``refit``
 rank cases             :func:`rank` (:func:`rank_task`)            active-learning panel, ``rank``
+rank one case's slices :func:`slice_quality`                       active-learning panel
 find label errors      :func:`find_in_case`, :func:`label_errors`  review panel, ``label-errors``
 report                 :func:`report`                              ``report``
 warm the engine        :func:`warm_up_engine`                      panels, case commands
@@ -23,7 +24,9 @@ OoD regions            :func:`find_ood`; over files :func:`ood_cases`  OoD panel
 train a region model   :func:`train_regions`                       ``train`` on region tables
 evaluation scores      :func:`scores` (:func:`scores_task`)        ``scores``
 image quality          :func:`image_rows`, :func:`train_quality`   ``quality``
-voxel error detection  :func:`error_detection`                     (benchmarks)
+voxel error detection  :func:`error_detection`                     ``errors evaluate``
+case scores, flags     :func:`case_scores`, :func:`flag_case`      quality panel
+voxel error maps       :func:`error_maps` (:func:`error_map_task`)  ``errors flag``
 =====================  ==========================================  ==============================
 
 ``docs/maintainers.md`` explains the layers and how to add a job.
@@ -49,6 +52,7 @@ from .models import (
     clean_table,
     collect_dataset,
     dataset_path,
+    default_training,
     load_model,
     refit,
     refit_case,
@@ -62,8 +66,12 @@ from .quality import (
     QualityEvaluation,
     QualityModel,
     ScoresResult,
+    calibrate_cases,
+    case_scores,
     error_detection,
+    error_maps,
     evaluate_quality_rows,
+    flag_case,
     image_rows,
     load_quality_model,
     predict_quality,
@@ -72,7 +80,7 @@ from .quality import (
     scores_task,
     train_quality,
 )
-from .rank import RankResult, rank, rank_task
+from .rank import RankResult, rank, rank_task, slice_quality
 from .report import report
 from .warmup import WARM_UP_STAGE, warm_up_engine
 
@@ -91,16 +99,21 @@ __all__ = [
     "ScoresResult",
     "TrainResult",
     "analyse",
+    "calibrate_cases",
+    "case_scores",
     "case_settings",
     "check_segmentation",
     "clean_table",
     "collect_dataset",
     "dataset_path",
+    "default_training",
     "drain",
     "error_detection",
+    "error_maps",
     "evaluate_quality_rows",
     "find_in_case",
     "find_ood",
+    "flag_case",
     "image_rows",
     "label_errors",
     "label_errors_task",
@@ -126,6 +139,7 @@ __all__ = [
     "save_quality_model",
     "scores",
     "scores_task",
+    "slice_quality",
     "train",
     "train_quality",
     "train_regions",

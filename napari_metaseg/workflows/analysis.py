@@ -32,7 +32,8 @@ def analyse(probs, gt=None, *, class_axis=-1, mode="auto", slice_axis=-1, ignore
     probs : array_like
         Probabilities with the class axis ``class_axis``.
     gt : array_like, optional
-        Ground truth (adds ``iou`` and ``iou_adj``).
+        Ground truth (adds ``iou``, ``iou_adj`` and the image scores ``image_mean_iou`` /
+        ``image_mean_dice`` of each segment's slice or image).
     mode, slice_axis, ignore_index
         See :func:`napari_metaseg.core.segment_metrics`.
     heatmaps : sequence of str
@@ -70,6 +71,10 @@ def analyse(probs, gt=None, *, class_axis=-1, mode="auto", slice_axis=-1, ignore
     seg, table = yield from rescaled(
         iter_segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis, ignore_index=ignore_index),
         0.3, 0.95)
+    if gt is not None:  # the image scores of each segment's slice (image): the image regressor's target
+        from .quality import predicted_classes, with_image_scores
+
+        table = with_image_scores(table, predicted_classes(seg, table), gt, segmentation=segmentation)
     if pair is not None:
         from ..core.meta_model import predict_table
 

@@ -41,24 +41,36 @@ class OutputBusyError(ValueError):
     """Another run is writing to the same output folder."""
 
 
-def case_settings(*, mode="auto", slice_axis=-1, ignore_index=255, class_axis=-1, **extra) -> dict:
+def case_settings(*, mode="auto", slice_axis=-1, ignore_index=255, class_axis=-1, iou_adj="paper",
+                  **extra) -> dict:
     """How a case is read and segmented: ``mode``, ``slice_axis``, ``ignore_index``,
-    ``class_axis`` (None values take the defaults); ``extra`` keys are kept (they are
-    recorded with results, e.g. ``command``)."""
+    ``class_axis``, and which IoU_adj its table holds, ``iou_adj`` (None values take the
+    defaults); ``extra`` keys are kept (they are recorded with results, e.g. ``command``)."""
     return {"mode": mode or "auto", "slice_axis": -1 if slice_axis is None else int(slice_axis),
             "ignore_index": ignore_index, "class_axis": -1 if class_axis is None else int(class_axis),
-            **extra}
+            "iou_adj": iou_adj or "paper", **extra}
 
 
 def measure_file(case, settings: dict):
-    """Read a case and compute its segment metrics: returns ``(seg, table, affine)``."""
+    """Read a case and compute its segment metrics: returns ``(seg, table, affine)``.
+
+    With ground truth the table also carries the image scores of the slice (slice-wise) or image
+    each segment lies in (:func:`~napari_metaseg.workflows.quality.with_image_scores`).
+    """
     from ..core.metrics import segment_metrics
     from ..io.cases import read_case
 
     probs, gt, affine = read_case(case, class_axis=settings.get("class_axis", -1))
     seg, table = segment_metrics(probs, gt, mode=settings.get("mode", "auto"),
                                  slice_axis=settings.get("slice_axis", -1),
-                                 ignore_index=settings.get("ignore_index", 255))
+                                 ignore_index=settings.get("ignore_index", 255),
+                                 iou_adj=settings.get("iou_adj", "paper"))
+    if gt is not None:
+        from .quality import predicted_classes, with_image_scores
+
+        table = with_image_scores(table, predicted_classes(seg, table), gt,
+                                  segmentation={"slice_axis": settings.get("slice_axis", -1),
+                                                "ignore_index": settings.get("ignore_index", 255)})
     return seg, table, affine
 
 
@@ -138,6 +150,8 @@ def is_done(out_dir, case, settings: dict) -> bool:
     from ..io.results import read_settings
 
     stored = read_settings(case_table_path(out_dir, case.name))
+    if stored is not None and "iou_adj" not in stored:
+        stored = {**stored, "iou_adj": "paper"}  # written before the choice existed: the paper's
     expected = _full_settings(case, settings)
     # the stored settings also record the resolved segmentation (not part of the request)
     if stored is None or {k: stored.get(k) for k in expected} != expected:

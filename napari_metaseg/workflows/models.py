@@ -28,6 +28,7 @@ __all__ = [
     "clean_table",
     "collect_dataset",
     "dataset_path",
+    "default_training",
     "load_model",
     "refit",
     "refit_case",
@@ -54,7 +55,10 @@ class MetaModels:
     ``MetaDataset``, None when not known); ``path`` the model file it was loaded from or
     saved to; ``note`` what happened to the training data on load; ``ood`` (None for segment
     models) marks an OoD region model and how its regions were made (``threshold``,
-    ``measure``, ``exclude_classes``; see :mod:`napari_metaseg.workflows.ood`).
+    ``measure``, ``exclude_classes``; see :mod:`napari_metaseg.workflows.ood`);
+    ``image_quality`` (None, or a :class:`~napari_metaseg.workflows.quality.QualityModel`) the
+    image-level regressor that predicts the mean IoU of a slice or case from its segment table
+    (:func:`train` fits it when the training tables carry image scores; saved in the same file).
     """
 
     classifier: object = None
@@ -65,6 +69,7 @@ class MetaModels:
     path: str | None = None
     note: str = ""
     ood: dict | None = None
+    image_quality: object = None
 
     @property
     def has_models(self) -> bool:
@@ -89,6 +94,8 @@ class TrainResult(MetaModels):
     added_cases: list = field(default_factory=list)
     refit: bool = False
     measured: object = None  # the current case measured again (an Analysis), see refit_case
+    image_note: str = ""  # whether the image-level regressor was fitted, and why not
+    choice: dict = field(default_factory=dict)  # kinds and min_interior used (see default_training)
 
 
 def dataset_path(model_path) -> Path:
@@ -259,7 +266,7 @@ def collect_dataset(*, cases=(), settings=None, current=None, table=None, base=N
         records.append(table[1])
         for case_id in more.cases:
             part = more.table[more.table["case"] == case_id].drop(columns=["case"])
-            ds.add(case_id, part)
+            ds = _add_case(ds, case_id, part)
     skipped = []
     n = max(len(cases), 1)
     for i, case in enumerate(cases):
@@ -269,17 +276,42 @@ def collect_dataset(*, cases=(), settings=None, current=None, table=None, base=N
         yield i / n, f"measuring {case.name} against its ground truth ({i + 1}/{n})"
         seg_ids, t, _ = measure_file(case, settings)
         records.append(segmentation_of(settings, ndim=seg_ids.ndim))
-        ds.add(case.name, clean_table(t))
+        ds = _add_case(ds, case.name, clean_table(t))
     if current is not None:
         case_id, t, seg = current
         records.append(seg)
-        ds.add(str(case_id), clean_table(t))
+        ds = _add_case(ds, str(case_id), clean_table(t))
     if not len(ds.cases):
         raise ValueError("no case with ground truth to train on"
                          + (f" (without ground truth: {', '.join(skipped)})" if skipped else ""))
     segmentation = _merge_segmentation(records, "the training cases")
     yield 1.0, f"{len(ds.cases)} case(s), {len(ds.table)} segments"
     return ds, segmentation, skipped, replaced
+
+
+def _add_case(ds, case_id, table):
+    """``ds.add(case_id, table)``; the image score columns (recorded since image-level ranking)
+    are filled with NaN on the side that lacks them, so older training data and new tables mix.
+    Returns the dataset (a new one when the older data gained the columns)."""
+    import numpy as np
+
+    from ..core.meta_dataset import MetaDataset
+    from ..names import IMAGE_SCORE_COLUMNS
+
+    if ds.cases:
+        old = ds.table
+        cols = [c for c in old.columns if c != "case"]
+        lacking_new = [c for c in IMAGE_SCORE_COLUMNS if c in cols and c not in table.columns]
+        lacking_old = [c for c in IMAGE_SCORE_COLUMNS if c in table.columns and c not in cols]
+        if lacking_new:
+            table = table.assign(**{c: np.nan for c in lacking_new})
+        if lacking_old:
+            ds = MetaDataset.from_table(old.assign(**{c: np.nan for c in lacking_old}),
+                                        min_interior=ds.min_interior)
+            cols += lacking_old
+        if (lacking_new or lacking_old) and set(cols) == set(table.columns):
+            table = table[cols]
+    return ds.add(case_id, table)
 
 
 def resolve_split(table, choice):
@@ -380,8 +412,8 @@ def _fit(ds, segmentation, *, make, n_splits, split, kinds, random_state, plots)
                        plot_table=plot_table, plot_note=plot_note)
 
 
-def train(*, cases=(), settings=None, current=None, table=None, base=None, classifier_kind="lasso",
-          regressor_kind="linear", targets=("classification", "regression"), min_interior=1,
+def train(*, cases=(), settings=None, current=None, table=None, base=None, classifier_kind=None,
+          regressor_kind=None, targets=("classification", "regression"), min_interior=None,
           n_splits=10, split="auto", random_state=0, plots=False):
     """Job: train new meta models (and evaluate them) on the given training data.
 
@@ -389,6 +421,10 @@ def train(*, cases=(), settings=None, current=None, table=None, base=None, class
     (``classification`` and/or ``regression``); ``n_splits`` grouped 50/50 splits evaluate
     the pair first (0: no evaluation; a failed evaluation is reported, the models are still
     fitted); ``plots`` adds out-of-sample predictions for the ROC and scatter plots.
+    ``classifier_kind``, ``regressor_kind`` and ``min_interior`` left None take the defaults of
+    the training data's segmentation mode (:func:`default_training`; 3D: logistic classifier,
+    LASSO regressor, every segment); what was used and why is recorded in the models'
+    provenance (``defaults``) and in ``TrainResult.choice``.
 
     Yields ``(fraction, stage)``; returns a :class:`TrainResult`.
 
@@ -404,18 +440,22 @@ def train(*, cases=(), settings=None, current=None, table=None, base=None, class
     from ..core.meta_model import MetaClassifier, MetaRegressor
     from ..names import CLASSIFIER_KINDS, REGRESSOR_KINDS
 
-    if classifier_kind not in CLASSIFIER_KINDS:
+    if classifier_kind is not None and classifier_kind not in CLASSIFIER_KINDS:
         raise ValueError(f"classifier kind {classifier_kind!r}; expected one of {CLASSIFIER_KINDS}")
-    if regressor_kind not in REGRESSOR_KINDS:
+    if regressor_kind is not None and regressor_kind not in REGRESSOR_KINDS:
         raise ValueError(f"regressor kind {regressor_kind!r}; expected one of {REGRESSOR_KINDS}")
     targets = tuple(targets)
     if not targets or set(targets) - {"classification", "regression"}:
         raise ValueError(f"targets {targets!r}; expected classification and/or regression")
     ds, seg, skipped, replaced = yield from rescaled(
         collect_dataset(cases=cases, settings=settings, current=current, table=table, base=base,
-                        min_interior=min_interior), 0.0, 0.5)
+                        min_interior=1 if min_interior is None else min_interior), 0.0, 0.5)
     if not ds.has_targets:
         raise ValueError("the tables have no iou_adj column: training needs cases with ground truth")
+    choice = default_training(seg, classifier_kind=classifier_kind, regressor_kind=regressor_kind,
+                              min_interior=min_interior)
+    classifier_kind, regressor_kind = choice["classifier_kind"], choice["regressor_kind"]
+    ds.min_interior = choice["min_interior"]
 
     def make(role):
         if role == "classifier" and "classification" in targets:
@@ -429,7 +469,58 @@ def train(*, cases=(), settings=None, current=None, table=None, base=None, class
                                       random_state=random_state, plots=plots), 0.5, 1.0)
     result.skipped, result.replaced = skipped, replaced
     result.added_cases = list(ds.cases)
+    result.choice = choice
+    for model in result.pair:
+        if model is not None and getattr(model, "provenance_", None):
+            model.provenance_[-1]["defaults"] = dict(choice)
+    yield 0.95, "fitting the image-level regressor"
+    result.image_quality, result.image_note = _image_model(ds, seg, random_state=random_state)
     return result
+
+
+def _image_model(ds, segmentation, *, previous=None, random_state=0):
+    """``(QualityModel or None, note)``: the image-level regressor fitted on the training data's
+    image rows (:func:`~napari_metaseg.workflows.quality.fit_image_model`), with the kind and
+    background of ``previous`` (a refit); when the data allow none, ``previous`` is kept."""
+    from .quality import fit_image_model
+
+    kind = getattr(getattr(previous, "regressor", None), "kind", "lasso")
+    background = previous.background if previous is not None else 0
+    try:
+        model, note = fit_image_model(ds.table, segmentation, kind=kind, background=background,
+                                      random_state=random_state)
+    except ValueError as exc:
+        model, note = None, f"not fitted: {exc}"
+    if model is None and previous is not None:
+        return previous, f"{note}; the previous image regressor is kept"
+    if model is not None and previous is not None:
+        note = "refitted " + note[len("fitted "):]
+    return model, note
+
+
+def default_training(segmentation, *, classifier_kind=None, regressor_kind=None, min_interior=None) -> dict:
+    """The model kinds and ``min_interior`` :func:`train` uses: the given ones, else the defaults
+    of the segmentation mode (:data:`napari_metaseg.names.DEFAULT_TRAINING`; unknown mode: 2D's).
+
+    Returns ``{"mode", "classifier_kind", "regressor_kind", "min_interior", "defaulted"}`` where
+    ``defaulted`` lists the settings taken from the mode's defaults.
+
+    Example
+    -------
+    >>> default_training({"mode": "3d"})["regressor_kind"]
+    'lasso'
+    >>> default_training({"mode": "slices"}, min_interior=0)["min_interior"]
+    0
+    """
+    from ..names import DEFAULT_TRAINING
+
+    mode = (segmentation or {}).get("mode") or "2d"
+    defaults = dict(zip(("classifier_kind", "regressor_kind", "min_interior"),
+                        DEFAULT_TRAINING.get(mode, DEFAULT_TRAINING["2d"]), strict=True))
+    given = {"classifier_kind": classifier_kind, "regressor_kind": regressor_kind,
+             "min_interior": min_interior}
+    out = {k: defaults[k] if v is None else v for k, v in given.items()}
+    return {"mode": mode, **out, "defaulted": [k for k, v in given.items() if v is None]}
 
 
 def refit(models: MetaModels, *, cases=(), settings=None, current=None, table=None, min_interior=None,
@@ -470,6 +561,9 @@ def refit(models: MetaModels, *, cases=(), settings=None, current=None, table=No
     result.skipped, result.replaced, result.refit = skipped, replaced, True
     result.previous_cases = previous
     result.added_cases = [c for c in ds.cases if c not in previous]
+    yield 0.95, "refitting the image-level regressor"
+    result.image_quality, result.image_note = _image_model(ds, seg, previous=models.image_quality,
+                                                           random_state=random_state)
     return result
 
 
@@ -544,8 +638,14 @@ def save_model(path, models: MetaModels) -> Path:
         ds = models.dataset
         training_data = {"file": ds_file.name, "sha256": _sha256(ds_file), "cases": list(map(str, ds.cases)),
                          "n_segments": len(ds.table), "min_interior": int(ds.min_interior)}
+    image = None
+    qm = getattr(models, "image_quality", None)
+    if qm is not None:
+        image = {"regressor": qm.regressor, "by": qm.by, "target": qm.target, "background": qm.background,
+                 "fail_below": qm.fail_below}
     path = save_models(path, models.classifier, models.regressor, evaluation=models.evaluation,
-                       segmentation=models.segmentation, training_data=training_data, ood=models.ood)
+                       segmentation=models.segmentation, training_data=training_data, ood=models.ood,
+                       image_quality=image)
     models.path = str(path)
     return path
 
@@ -565,7 +665,19 @@ def load_model(path, *, table: pd.DataFrame | None = None, table_kind: str | Non
     clf, reg, info = load_models(path, table=table, table_kind=table_kind)
     models = MetaModels(clf, reg, evaluation=info.get("evaluation"), segmentation=info.get("segmentation"),
                         path=str(path), ood=info.get("ood"))
+    models.image_quality = _quality_model_of(info.get("image_quality"), models.segmentation, str(path))
     return _attach_training_data(models, info.get("training_data"))
+
+
+def _quality_model_of(image, segmentation=None, path=None):
+    """The :class:`~napari_metaseg.workflows.quality.QualityModel` of a model file's
+    ``image_quality`` record (None for None)."""
+    if image is None:
+        return None
+    from .quality import QualityModel
+
+    return QualityModel(image["regressor"], image["by"], image["target"], image["fail_below"], segmentation,
+                        image["background"], None, path)
 
 
 def _attach_training_data(models, ref):

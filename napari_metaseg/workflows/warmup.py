@@ -57,7 +57,8 @@ def warm_up_engine(*, label_errors=False):
 
     Calls :func:`~napari_metaseg.core.as_probabilities` (quantised maps and logits),
     :func:`~napari_metaseg.core.dispersion_maps`, :func:`~napari_metaseg.core.label_segments` and
-    :func:`~napari_metaseg.core.segment_metrics` with ground truth in 2D, slice-wise (slices along
+    :func:`~napari_metaseg.core.segment_metrics` (and the image scores of
+    :func:`~napari_metaseg.core.scores.segmentation_scores`) with ground truth in 2D, slice-wise (slices along
     the last axis, as the NIfTI readers give axial slices) and 3D mode, with the dtypes the
     readers produce (float32 probabilities; uint8 ground truth, which is what int16/int32 labels
     with ids up to 255 become). With an empty numba cache this compiles them (seconds); with a
@@ -112,10 +113,15 @@ def warm_up_engine(*, label_errors=False):
     yield step()
     dispersion_maps(probs)
     yield step()
+    from ..core.scores import segmentation_scores
+
     for mode, probs, gt in cases:
         segment_metrics(probs, gt, mode=mode, slice_axis=-1)
         yield step()
         label_segments(probs.argmax(-1), mode=mode, slice_axis=-1)
+        # the image scores an analysis with ground truth adds (uint8 maps, as the readers give)
+        segmentation_scores(probs.argmax(-1).astype(np.uint8), gt,
+                            per="slice" if mode == "slices" else "image")
         yield step()
     if label_errors:
         yield step()  # the meta-model stage is imported and a classifier fitted first
