@@ -275,3 +275,32 @@ def test_too_few_segments_says_what_would_give_more():
         drain(wf.train(current=("vol", analysis.table, analysis.segmentation), n_splits=0))
     msg = str(err.value)
     assert "slice by slice" in msg and "min interior" not in msg
+
+
+def test_resume_recomputes_tables_made_before_the_image_scores(tmp_path, capsys):
+    """A case table written before tables carried the image scores (no ``table_version``) is
+    recomputed when its case has ground truth (else ``train`` could not fit the image regressor);
+    one without ground truth has nothing to add and stays done."""
+    from napari_metaseg.cli import main
+    from napari_metaseg.io.results import read_settings, write_table
+
+    rng = np.random.default_rng(5)
+    data, out = tmp_path / "d", tmp_path / "out"
+    data.mkdir()
+    for name, with_gt in (("g", True), ("n", False)):
+        p = rng.dirichlet([1, 1, 1], size=(20, 24)).astype(np.float32)
+        np.save(data / f"{name}_softmax.npy", p)
+        if with_gt:
+            np.save(data / f"{name}_gt.npy", p.argmax(-1).astype(np.uint8))
+    assert main(["metrics", str(data), "--out", str(out), "-q"]) == 0
+    assert "image_mean_iou" in pd.read_parquet(out / "cases" / "g.parquet").columns
+    for name in ("g", "n"):  # as an older version wrote them
+        path = out / "cases" / f"{name}.parquet"
+        table = pd.read_parquet(path).drop(columns=["image_mean_iou", "image_mean_dice"], errors="ignore")
+        write_table(table, path, settings={k: v for k, v in read_settings(path).items()
+                                           if k != "table_version"})
+    capsys.readouterr()
+    assert main(["metrics", str(data), "--out", str(out)]) == 0
+    assert "1 computed, 1 already done" in capsys.readouterr().err
+    assert "image_mean_iou" in pd.read_parquet(out / "cases" / "g.parquet").columns
+    assert read_settings(out / "cases" / "g.parquet")["table_version"] == 2

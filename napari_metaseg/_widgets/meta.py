@@ -423,7 +423,9 @@ class MetaWidget(WorkerPanelMixin, QWidget):
             inputs["gt_fingerprint"] = fingerprint(np.asarray(self.viewer.layers[gt_name].data))
         meta.update(inputs=inputs, segmentation=measured.segmentation)
         if layer.data.shape == measured.seg.shape:
-            layer.data = measured.seg
+            from .._layers import texture_ids
+
+            layer.data = texture_ids(measured.seg)  # as the Analyse tab stores them
         recolor_with(layer, measured.table)
 
     # -- showing results -------------------------------------------------------------------------

@@ -110,6 +110,11 @@ def case_table_path(out_dir, case_name: str) -> Path:
     return Path(out_dir) / "cases" / f"{case_name}.parquet"
 
 
+#: What a case table file holds: 2 = with ground truth, the image scores of each segment's slice or
+#: image (``image_mean_iou``, ``image_mean_dice``); a resumed run recomputes older tables of such cases.
+TABLE_VERSION = 2
+
+
 def _full_settings(case, settings: dict) -> dict:
     return {**settings, "softmax": str(case.softmax), "gt": None if case.gt is None else str(case.gt)}
 
@@ -150,6 +155,8 @@ def is_done(out_dir, case, settings: dict) -> bool:
     from ..io.results import read_settings
 
     stored = read_settings(case_table_path(out_dir, case.name))
+    if stored is not None and case.gt is not None and stored.get("table_version", 1) < TABLE_VERSION:
+        return False  # made before the tables of cases with ground truth carried the image scores
     if stored is not None and "iou_adj" not in stored:
         stored = {**stored, "iou_adj": "paper"}  # written before the choice existed: the paper's
     expected = _full_settings(case, settings)
@@ -190,7 +197,7 @@ def _recorded(case, settings, seg, inputs):
     from .models import segmentation_of
 
     return {**_full_settings(case, settings), "inputs": inputs,
-            "segmentation": segmentation_of(settings, ndim=seg.ndim)}
+            "segmentation": segmentation_of(settings, ndim=seg.ndim), "table_version": TABLE_VERSION}
 
 
 def predict_task(case, out_dir, settings: dict, models) -> dict:
