@@ -52,6 +52,17 @@ def test_one_dock_fits_a_laptop_screen_with_every_part(make_napari_viewer, qtbot
     assert canvas.width() >= 500 and canvas.height() >= 400  # the image keeps most of the screen
     # the Model tab's plots scale with the dock (no fixed height that pushes the window open)
     assert max(c.minimumHeight() for c in dock.meta.canvases.values()) <= 160
+    # no tab makes the reviewer scroll sideways in the dock's width on a laptop screen
+    from qtpy.QtWidgets import QScrollArea
+
+    for i in range(dock.tabs.count()):
+        dock.tabs.setCurrentIndex(i)
+        qtbot.wait(20)
+        page = dock.tabs.currentWidget()
+        area = page if isinstance(page, QScrollArea) else page.findChild(QScrollArea)
+        assert area is not None, tabs[i]
+        assert area.widget().minimumSizeHint().width() <= area.viewport().width(), (
+            tabs[i], area.widget().minimumSizeHint().width(), area.viewport().width())
 
 
 def test_legend_on_canvas_hover_and_table_order(make_napari_viewer, qtbot):

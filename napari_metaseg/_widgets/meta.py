@@ -88,7 +88,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         opts = {**DEFAULTS, **section("meta")}
 
         self.form = make_form([
-            ("source", "radio", {"choices": SOURCES, "value": opts["source"], "orientation": "horizontal"},
+            ("source", "radio", {"choices": SOURCES, "value": opts["source"], "orientation": "vertical"},
              "train on", "current case: the analysis panel's result (segments layer with IoU_adj); "
              "folder of cases: pairs of softmax and ground-truth files matched by name"),
             ("case_id", "line", {"placeholder": "case id of the current case"}, "case id", ""),
@@ -96,21 +96,20 @@ class MetaWidget(WorkerPanelMixin, QWidget):
                                 "placeholder": FOLDER_HINT}, "folder", ""),
             ("read_mode", "combo", {"choices": READ_MODES, "value": opts["read_mode"]}, "segment folder as",
              "how the folder's cases are segmented (slices: along the last axis)"),
-            ("models", "row", {"fields": [
-                ("classifier", "combo", {"choices": ("auto", *CLASSIFIER_KINDS), "value": opts["classifier"]},
-                 "", "auto: the segmentation mode's default (3D: logistic; 2D and slices: lasso)"),
-                ("regressor", "combo", {"choices": ("auto", *REGRESSOR_KINDS), "value": opts["regressor"]},
-                 "regressor", "auto: the segmentation mode's default (3D: lasso; 2D and slices: linear)"),
-            ]}, "classifier", ""),
+            # one setting a line: the tab fits the dock's width on a laptop screen (no sideways scrolling)
+            ("classifier", "combo", {"choices": ("auto", *CLASSIFIER_KINDS), "value": opts["classifier"]},
+             "classifier", "auto: the segmentation mode's default (3D: logistic; 2D and slices: lasso)"),
+            ("regressor", "combo", {"choices": ("auto", *REGRESSOR_KINDS), "value": opts["regressor"]},
+             "regressor", "auto: the segmentation mode's default (3D: lasso; 2D and slices: linear)"),
+            ("min_interior", "combo", {"choices": MIN_INTERIOR_CHOICES, "value": _min_interior_choice(opts)},
+             "min interior",
+             "segments with fewer interior pixels are left out of training; auto: 1 for 2D and "
+             "slice-wise segments (as in the paper), 0 in 3D (whole-volume segments are mostly specks)"),
             ("evaluation", "row", {"fields": [
-                ("min_interior", "combo",
-                 {"choices": MIN_INTERIOR_CHOICES, "value": _min_interior_choice(opts)}, "",
-                 "segments with fewer interior pixels are left out of training; auto: 1 for 2D and "
-                 "slice-wise segments (as in the paper), 0 in 3D (whole-volume segments are mostly specks)"),
-                ("n_splits", "spin", {"min": 1, "max": 100, "value": int(opts["n_splits"])}, "splits", ""),
+                ("n_splits", "spin", {"min": 1, "max": 100, "value": int(opts["n_splits"])}, "", ""),
                 ("split", "combo", {"choices": SPLITS, "value": opts["split"]}, "by",
                  "what stays together in the 50/50 evaluation splits"),
-            ]}, "min interior", ""),
+            ]}, "splits", "evaluate on this many 50/50 splits before fitting"),
         ])
         self.form.folder.changed.connect(self._folder_changed)
 
