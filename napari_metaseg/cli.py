@@ -604,7 +604,9 @@ def _cmd_train(args):
         raise UsageError(str(exc)) from None
     save_model(out, result)
     c = result.choice
-    how = f" ({c['mode']} defaults)" if c.get("defaulted") else ""
+    named = {"classifier_kind": "classifier", "regressor_kind": "regressor", "min_interior": "min interior"}
+    defaulted = [named[k] for k in c.get("defaulted", ())]
+    how = f" ({', '.join(defaulted)}: {c['mode']} defaults)" if defaulted else ""
     _print_trained(result, f"trained {c['classifier_kind']} + {c['regressor_kind']}, min interior "
                            f"{c['min_interior']}{how} ({args.target})", out)
     return EXIT_OK

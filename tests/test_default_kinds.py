@@ -88,7 +88,7 @@ def test_cli_train_says_which_defaults_it_used(tmp_path, capsys):
     # a table without a recorded segmentation: 2D defaults
     assert main(["train", str(tables), "--splits", "0", "-q", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "lasso + linear, min interior 1 (2d defaults)" in printed
+    assert "lasso + linear, min interior 1 (classifier, regressor, min interior: 2d defaults)" in printed
     assert main(["train", str(tables), "--splits", "0", "-q", "--kind", "gbm", "--min-interior", "0",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
