@@ -194,3 +194,81 @@ def test_ood_panel_refuses_a_segment_model_and_runs_without_annotation(make_napa
     assert "hit" not in features and "TP" not in widget.status.text()
     # decisions are saved in the user's folder when the softmax has no writable file: here it has
     assert (tmp_path / "case_softmax.metaseg-ood.json").is_file()
+
+
+def test_ood_panel_shows_a_locked_review_read_only_and_takes_a_stale_lock_over_when_asked(
+        make_napari_viewer, qtbot, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from napari_metaseg._widgets.ood import OodWidget
+
+    viewer, widget, _, _ = _open_case(make_napari_viewer, tmp_path)
+    _find(qtbot, widget)
+    sidecar = tmp_path / "case_softmax.metaseg-ood.json"
+    lock = sidecar.with_name(sidecar.name + ".lock")
+    assert widget.store.holds_lock and json.loads(lock.read_text())["pid"] == os.getpid()
+    rid = int(widget.shown_table()["index"].iloc[0])
+    assert widget.decide("unknown", region=rid)["decision"] == "unknown"
+
+    # a second panel on the same case: told who holds it, shown read-only, writes nothing
+    other = OodWidget(viewer)
+    qtbot.addWidget(other)
+    other.form.exclude_background.value = False
+    other.form.ood_layer.value = "case_gt"
+    before = sidecar.read_bytes()
+    _find(qtbot, other)
+    text = other.status.text()
+    assert "open in another viewer of this process" in text and "READ-ONLY" in text
+    assert "open it read-only or close it there first" in text and "showing its 1 decisions" in text
+    assert other.store.read_only and not other.store.holds_lock
+    row = other.model.row_of("index", rid)
+    assert other.shown_table()["decision"].iloc[row] == "unknown"
+    other.select_row(row)
+    assert not other.flag_button.isEnabled() and not other.known_button.isEnabled()
+    assert other.decide("known", region=rid) is None and "read-only" in other.status.text()
+    assert sidecar.read_bytes() == before and json.loads(lock.read_text())["pid"] == os.getpid()
+    other.close()
+    assert lock.exists()  # the read-only panel never held it
+
+    # the panel re-finding its own case keeps its lock (no refusal by itself)
+    _find(qtbot, widget)
+    assert "1 decisions restored" in widget.status.text() and not widget.store.read_only
+    # closing releases the lock
+    widget.close()
+    assert not lock.exists()
+    before = sidecar.read_bytes()
+
+    # a lock left by a dead process: declined -> read-only, the lock untouched; accepted -> taken
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    stale = json.dumps({"pid": proc.pid, "host": socket.gethostname(), "token": "dead"})
+    lock.write_text(stale)
+    third = OodWidget(viewer)
+    qtbot.addWidget(third)
+    third.form.exclude_background.value = False
+    asked = []
+    third.ask = lambda title, text: asked.append(text) or False
+    _find(qtbot, third)
+    assert len(asked) == 1 and f"process {proc.pid}" in asked[0] and "no longer running" in asked[0]
+    assert "Take the lock over?" in asked[0]
+    assert third.store.read_only and "READ-ONLY" in third.status.text()
+    assert lock.read_text() == stale and sidecar.read_bytes() == before
+    third.ask = lambda title, text: True
+    _find(qtbot, third)
+    assert not third.store.read_only and json.loads(lock.read_text())["pid"] == os.getpid()
+    assert "1 decisions restored" in third.status.text()
+    other_rid = int(third.shown_table()["index"].iloc[1])
+    assert third.decide("known", region=other_rid)["decision"] == "known"
+    decided = {r["index"]: r["decision"] for r in json.loads(sidecar.read_text())["regions"] if r["decision"]}
+    assert decided == {rid: "unknown", other_rid: "known"}
+
+    # the lock lost mid-session: the next decision is refused with the reason, nothing written
+    lock.unlink()
+    before = sidecar.read_bytes()
+    assert third.decide(None, region=rid) is None
+    assert "decision not saved" in third.status.text() and "lock of" in third.status.text()
+    assert "was removed" in third.status.text() and sidecar.read_bytes() == before
+    third.close()

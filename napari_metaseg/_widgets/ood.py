@@ -4,8 +4,9 @@ Thin: the regions come from :func:`napari_metaseg.workflows.find_ood` (run in a
 ``thread_worker``; the same job as ``napari-metaseg ood``); the threshold slider previews the
 candidates of the current slice only, on the main thread (one slice of the heatmap, thresholded
 and labelled in a few milliseconds, debounced); decisions ("flag as unknown", "not OoD") go at
-once to the case's sidecar (:class:`napari_metaseg.io.ood_review.OodReviewStore`, atomic writes).
-Layers are touched only on the main thread.
+once to the case's sidecar (:class:`napari_metaseg.io.ood_review.OodReviewStore`, atomic writes,
+one writer at a time: a review locked by another viewer is shown read-only, a stale lock taken
+over when the reviewer says so, as in the Review tab). Layers are touched only on the main thread.
 
 Colours: the regions by the region model's P(OoD) on the cividis ramp (readable with every
 common colour-vision deficiency), regions without a rating in a light grey that is not on the
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -444,24 +445,53 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
     def _open_store(self, result, case, settings):
         """Open the case's sidecar and store the regions; returns a note (decisions restored)."""
         from ..io.ood_review import OodReviewError, OodReviewStore, ood_sidecar_path
+        from ..io.review import ReviewLockedError, StaleLockError
 
+        self.close_review()  # this panel's earlier review: its lock would refuse the new one
         path = ood_sidecar_path(case)
         model = None if self.models is None else self.models.path
+        store = None
         try:
-            store = OodReviewStore(path, case)
+            try:
+                store = OodReviewStore(path, case)
+            except StaleLockError as exc:
+                if not self.ask("Stale OoD review lock", f"{exc}\n\nTake the lock over?"):
+                    raise
+                store = OodReviewStore(path, case, take_over_stale=True)
             try:
                 kept = store.set_regions(result.table, result.region_ids, settings, model=model)
             except ValueError as exc:
                 if not self.ask("Replace the OoD review?", f"{exc}\n\nStart a new review of these regions?"):
-                    self.store = None
+                    store.close()
                     return "decisions not saved (the earlier review was kept)"
                 kept = store.set_regions(result.table, result.region_ids, settings, model=model, replace=True)
+        except ReviewLockedError as exc:
+            if store is not None:  # the lock was lost right after it was taken
+                store.close()
+            return self._open_read_only(path, case, settings, exc)
         except (OodReviewError, OSError) as exc:
-            self.store = None
+            if store is not None:
+                store.close()
             self.fail(f"OoD: the review file cannot be used: {exc}")
             return "decisions not saved"
         self.store = store
         return f"{kept} decisions restored from {path.name}" if kept else f"decisions saved in {path}"
+
+    def _open_read_only(self, path, case, settings, reason):
+        """Show a review another viewer holds: its decisions on the same regions, no changes."""
+        from ..io.ood_review import OodReviewError, OodReviewStore
+
+        self.fail(f"OoD: {reason}. Showing it read-only")
+        try:
+            store = OodReviewStore(path, case, read_only=True)
+        except (OodReviewError, OSError) as exc:
+            self.fail(f"OoD: the review file cannot be used: {exc}")
+            return "decisions not saved"
+        if not store.same_regions(settings):
+            return (f"READ-ONLY: {reason}; its regions were made with other settings, so no decisions "
+                    "are shown")
+        self.store = store
+        return f"READ-ONLY: {reason}; showing its {len(store.decisions())} decisions"
 
     def _ask(self, title, text):
         return QMessageBox.question(self, title, text) == QMessageBox.Yes
@@ -485,8 +515,9 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
 
     def _update_buttons(self):
         selected = self._selected_region() is not None
+        writable = self.store is not None and not self.store.read_only
         for b in (self.flag_button, self.known_button, self.clear_button):
-            b.setEnabled(self.store is not None and selected and self.worker is None)
+            b.setEnabled(writable and selected and self.worker is None)
 
     def _selected_region(self):
         rows = self.table_view.selectionModel().selectedRows() if self.table_view.selectionModel() else []
@@ -514,12 +545,14 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
     def decide(self, decision, region=None):
         """Record ``decision`` (``"unknown"``, ``"known"`` or None) on the selected region (or
         ``region``), saved at once; returns the stored record."""
+        from ..io.review import ReviewLockedError
+
         rid = self._selected_region() if region is None else int(region)
         if self.store is None or rid is None:
             return None
         try:
             rec = self.store.set_decision(rid, decision)
-        except (ValueError, OSError) as exc:
+        except (ReviewLockedError, ValueError, OSError) as exc:
             self.fail(f"OoD: decision not saved: {exc}")
             return None
         frame = self.model.frame
@@ -532,9 +565,24 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         self.status.setText(f"region {rid}: {DECISION_TEXT.get(decision, 'cleared')} (saved)")
         return rec
 
+    def close_review(self):
+        """Release the sidecar's lock (the decisions are saved already)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self._update_buttons()
+
+    def event(self, ev):
+        # napari's remove_dock_widget detaches the panel (setParent(None)) without closing it
+        if (ev.type() == QEvent.ParentChange and self.parent() is None
+                and getattr(self, "store", None) is not None):
+            self.close_review()
+        return super().event(ev)
+
     def closeEvent(self, event):
         if self.worker is not None:
             self.worker.quit()
+        self.close_review()
         self._preview_timer.stop()
         try:
             self.viewer.dims.events.current_step.disconnect(self._schedule_preview)

@@ -12,9 +12,21 @@ Every change is written at once through :func:`napari_metaseg.core.atomic.atomic
 (temporary file, fsync, rename): a crash loses at most the change being written. Regions made
 with the same settings from the same softmax are the same (the engine is deterministic), so a
 reopened review restores its decisions; regions made otherwise replace the old ones only with
-``replace=True``. Unlike the label-error review (:class:`~napari_metaseg.io.review.ReviewStore`)
-there is no lock file: two viewers writing one case's OoD review overwrite each other's
-decisions (the last write wins, never a half-written file).
+``replace=True``.
+
+One writer at a time, as for the label-error review (the store's locking is
+:class:`~napari_metaseg.io.review.LockedSidecar`, shared with
+:class:`~napari_metaseg.io.review.ReviewStore`): the store takes the lock file
+``<sidecar>.lock`` (:mod:`napari_metaseg.io.locks`, created with ``O_CREAT | O_EXCL``) before it
+reads the sidecar, so it starts from the last decision of a store that has just closed. A second
+store, of this or another process, gets :class:`~napari_metaseg.io.review.ReviewLockedError`
+naming the holder and may open the review read-only (``read_only=True``: no lock, every change
+refused). A lock left by a process of this host that no longer runs (or an empty or unreadable
+lock file older than a few seconds) raises :class:`~napari_metaseg.io.review.StaleLockError` and
+is taken over only with ``take_over_stale=True``. Before every write the store checks that the
+lock file still holds its token: a lock removed or taken over meanwhile refuses the write
+(``ReviewLockedError``) and the sidecar is left as it is. :meth:`OodReviewStore.close` (or the
+end of a ``with`` block) releases the lock.
 """
 
 from __future__ import annotations
@@ -26,7 +38,17 @@ from pathlib import Path
 import numpy as np
 
 from ..core.atomic import atomic_write_bytes
-from .review import _stem, _writable_folder, array_sha256, file_sha256, reviews_dir
+from ..core.safe_json import JSONLimitError, load_json_file
+from .review import (
+    MAX_SIDECAR_BYTES,
+    MAX_SIDECAR_DEPTH,
+    LockedSidecar,
+    _stem,
+    _writable_folder,
+    array_sha256,
+    file_sha256,
+    reviews_dir,
+)
 
 __all__ = ["DECISIONS", "FORMAT", "FORMAT_VERSION", "OodReviewError", "OodReviewStore", "ood_case_identity",
            "ood_sidecar_path", "region_records"]
@@ -124,33 +146,43 @@ def region_records(table, region_ids) -> list:
     return out
 
 
-class OodReviewStore:
-    """One case's OoD review in its sidecar; every change is saved at once, atomically.
+class OodReviewStore(LockedSidecar):
+    """One case's OoD review in its sidecar; every change is saved at once, atomically, by the
+    one store that holds the sidecar's lock.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The sidecar (see :func:`ood_sidecar_path`); read when it exists.
+        The sidecar (see :func:`ood_sidecar_path`); read when it exists (after the lock is taken).
     case : dict
         The case identity (:func:`ood_case_identity`); an existing file must hold the same hash.
+    read_only, take_over_stale : bool, default False
+        Lock handling as in :class:`~napari_metaseg.io.review.LockedSidecar` (see the module
+        docstring): ``read_only`` opens without the lock and refuses every change;
+        ``take_over_stale`` takes over the lock of a process of this host that no longer runs.
 
     Raises
     ------
+    ReviewLockedError, StaleLockError
+        From :mod:`napari_metaseg.io.review`: the lock is held by a live store (this process's
+        or another's), or by a dead process and ``take_over_stale`` is false.
     OodReviewError
         The file is not valid JSON, not an OoD review, from a newer version, malformed, or made
-        for another softmax.
+        for another softmax (the lock is released again, the file left as it is).
 
     Examples
     --------
-    >>> store = OodReviewStore(ood_sidecar_path(case), case)  # doctest: +SKIP
-    >>> store.set_regions(table, region_ids, settings)  # doctest: +SKIP
-    >>> store.set_decision(3, "unknown")  # doctest: +SKIP
+    >>> with OodReviewStore(ood_sidecar_path(case), case) as store:  # doctest: +SKIP
+    ...     store.set_regions(table, region_ids, settings)
+    ...     store.set_decision(3, "unknown")
     """
 
-    def __init__(self, path, case):
-        self.path = Path(path)
+    sidecar_kind = "OoD review"
+
+    def __init__(self, path, case, *, read_only=False, take_over_stale=False):
         self.case = dict(case)
-        doc = self._load() if self.path.exists() else None
+        self._doc = None
+        doc = self._open_locked(path, read_only=read_only, take_over_stale=take_over_stale)
         self.restored = doc is not None
         self._doc = doc or {"format": FORMAT, "format_version": FORMAT_VERSION, "created": _now(),
                             "updated": None, "case": self.case, "settings": {}, "regions": []}
@@ -158,10 +190,11 @@ class OodReviewStore:
     def _load(self):
         where = f"OoD review file {self.path}"
         keep = "the file was left as it is; move it away to start the review again"
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise OodReviewError(f"{where} is not valid JSON ({exc}); {keep}") from exc
+        try:  # the same size, nesting and number limits as the label-error review's file
+            doc = load_json_file(self.path, max_bytes=MAX_SIDECAR_BYTES, max_depth=MAX_SIDECAR_DEPTH)
+        except JSONLimitError as exc:
+            sep = " is " if str(exc).startswith("not ") else ": "
+            raise OodReviewError(f"{where}{sep}{exc}; {keep}") from exc
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise OodReviewError(f"{where} is not a napari-metaseg OoD review; {keep}")
         version = doc.get("format_version")
@@ -204,7 +237,8 @@ class OodReviewStore:
 
     # -- writing -----------------------------------------------------------------------------
     def save(self):
-        """Write the whole review atomically (every change does)."""
+        """Write the whole review atomically (every change does); refused without the lock."""
+        self._check_writable()
         self._doc["updated"] = _now()
         atomic_write_bytes(self.path, json.dumps(self._doc, indent=1, allow_nan=False).encode("utf-8"))
 
@@ -213,8 +247,9 @@ class OodReviewStore:
 
         With stored regions made with other settings that carry decisions, raises ValueError
         unless ``replace`` (their decisions are then dropped). Returns the number of decisions
-        kept.
+        kept. Raises ``ReviewLockedError`` (before anything changes) without the lock.
         """
+        self._check_writable()
         same = self.same_regions(settings)
         decided = self.decisions()
         if decided and not same and not replace:
@@ -231,22 +266,30 @@ class OodReviewStore:
                     rec.update(decision=prev["decision"], note=prev.get("note", ""),
                                decided_at=prev.get("decided_at"))
                     kept += 1
+        old = dict(self._doc)
         self._doc["regions"] = records
         self._doc["settings"] = {k: _jsonable(settings.get(k)) for k in REGION_SETTINGS}
         self._doc["model"] = None if model is None else str(model)
-        self.save()
+        try:
+            self.save()
+        except Exception:
+            self._doc.clear()
+            self._doc.update(old)  # memory stays equal to the file
+            raise
         return kept
 
     def set_decision(self, index, decision, *, note=None):
         """Record (and save at once) the decision on region ``index``; None clears it.
 
-        Returns the updated record. Raises ValueError for an unknown region or decision.
+        Returns the updated record. Raises ValueError for an unknown region or decision,
+        ``ReviewLockedError`` (nothing changed) without the lock.
         """
         if decision not in (None, *DECISIONS):
             raise ValueError(f"decision must be one of {DECISIONS} or None, got {decision!r}")
         rec = next((r for r in self.regions if r["index"] == int(index)), None)
         if rec is None:
             raise ValueError(f"no region {index} in the OoD review {self.path.name}")
+        self._check_writable()
         old = dict(rec)
         rec["decision"] = decision
         if note is not None:

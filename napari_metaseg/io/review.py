@@ -56,6 +56,7 @@ __all__ = [
     "FORMAT_VERSION",
     "SIDECAR_SUFFIX",
     "CaseChangedError",
+    "LockedSidecar",
     "ReviewFileError",
     "ReviewLockedError",
     "ReviewStore",
@@ -421,7 +422,102 @@ def proposals_to_records(table, shape=None) -> list:
     return out
 
 
-class ReviewStore:
+class LockedSidecar:
+    """A sidecar written by one store at a time: its lock, the lock's errors and its release.
+
+    The base of :class:`ReviewStore` and :class:`~napari_metaseg.io.ood_review.OodReviewStore`.
+    A subclass sets ``case`` (its ``case_id`` names the holder in the lock) and ``_load``, calls
+    :meth:`_open_locked` from ``__init__`` and :meth:`_check_writable` before every write; the
+    messages name the file as :attr:`sidecar_kind` says.
+    """
+
+    #: What the messages call the file ("the review x.json is open in ...").
+    sidecar_kind = "review"
+
+    def _open_locked(self, path, *, read_only, take_over_stale):
+        """Take the lock (unless ``read_only``), then read the sidecar with ``self._load``.
+
+        Returns the loaded document (None when there is no file yet). A file that fails
+        validation is left as it is, and the lock is released again.
+        """
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.read_only = bool(read_only)
+        self._token = None
+        self._finalizer = None
+        if not self.read_only:
+            # the lock first, then the file: read before the lock, the file could be an older copy
+            # than the one the previous holder leaves when it closes (its last decision lost)
+            self._acquire(take_over_stale)
+        try:
+            doc = self._load() if self.path.exists() else None
+            if not self.read_only:
+                remove_leftovers(self.path.parent, self.path.name)  # temporaries of killed saves
+        except BaseException:
+            self.close()
+            raise
+        return doc
+
+    # -- context / lifetime ------------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        """Release the lock (the file stays)."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._token = None
+
+    @property
+    def holds_lock(self):
+        return self._token is not None
+
+    def _acquire(self, take_over_stale):
+        kind = self.sidecar_kind
+        try:
+            token = take_lock(self.lock_path, what=f"{kind} of {self.case.get('case_id') or self.path.name}",
+                              take_over_stale=take_over_stale)
+        except LockBusy as busy:
+            holder = busy.holder
+            if busy.stale:
+                if isinstance(holder.get("pid"), int):
+                    raise StaleLockError(
+                        f"the {kind} {self.path.name} is locked by {busy.reason} (it probably crashed); "
+                        f"its decisions are saved. Take the lock over to continue (lock file: "
+                        f"{self.lock_path})", holder) from None
+                raise StaleLockError(
+                    f"the {kind} {self.path.name} is locked, but {busy.reason}; its decisions are saved. "
+                    f"Take the lock over to continue (lock file: {self.lock_path})", holder) from None
+            what = ("another viewer of this process" if holder.get("pid") == os.getpid()
+                    and holder.get("host") == socket.gethostname() else busy.reason)
+            if holder.get("pid") is not None:
+                what = f"{what} (since {holder.get('created', '?')})" if "since" not in what else what
+            raise ReviewLockedError(
+                f"the {kind} {self.path.name} is open in {what}; open it read-only or close it there "
+                f"first (lock file: {self.lock_path})", holder) from None
+        self._token = token
+        self._finalizer = weakref.finalize(self, release_lock, str(self.lock_path), token)
+
+    def _check_writable(self):
+        """Raise :class:`ReviewLockedError` unless this store may write (it still holds the lock)."""
+        kind = self.sidecar_kind
+        if self.read_only:
+            raise ReviewLockedError(f"the {kind} {self.path.name} is open read-only")
+        if self._token is None:
+            raise ReviewLockedError(f"the {kind} {self.path.name} is closed")
+        if not holds(self.lock_path, self._token):
+            gone = "taken over by another process" if self.lock_path.exists() else "removed"
+            raise ReviewLockedError(f"the lock of {self.path.name} was {gone}; this viewer no longer "
+                                    f"writes the {kind} and saved nothing: reopen it to continue "
+                                    f"(lock file: {self.lock_path})")
+
+
+class ReviewStore(LockedSidecar):
     """One case's review in its sidecar file; every change is saved at once, atomically.
 
     Parameters
@@ -457,74 +553,14 @@ class ReviewStore:
     """
 
     def __init__(self, path, case, *, read_only=False, take_over_stale=False):
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.read_only = bool(read_only)
-        self._token = None
-        self._finalizer = None
         self.case = dict(case)
         self._doc = None
-        if not self.read_only:
-            # the lock first, then the file: read before the lock, the file could be an older copy
-            # than the one the previous holder leaves when it closes (its last decision lost)
-            self._acquire(take_over_stale)
-        try:
-            # a file that fails validation is left as it is, and the lock is released again
-            doc = self._load() if self.path.exists() else None
-            if not self.read_only:
-                remove_leftovers(self.path.parent, self.path.name)  # temporaries of killed saves
-        except BaseException:
-            self.close()
-            raise
+        doc = self._open_locked(path, read_only=read_only, take_over_stale=take_over_stale)
         self.restored = doc is not None
         self._doc = doc or {
             "format": FORMAT, "format_version": FORMAT_VERSION, "created": _now(), "updated": None,
             "case": self.case, "settings": {}, "proposals": [], "corrections": [],
         }
-
-    # -- context / lifetime ------------------------------------------------------------------
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def close(self):
-        """Release the lock (the file stays)."""
-        if self._finalizer is not None:
-            self._finalizer()
-            self._finalizer = None
-        self._token = None
-
-    @property
-    def holds_lock(self):
-        return self._token is not None
-
-    def _acquire(self, take_over_stale):
-        try:
-            token = take_lock(self.lock_path, what=f"review of {self.case.get('case_id') or self.path.name}",
-                              take_over_stale=take_over_stale)
-        except LockBusy as busy:
-            holder = busy.holder
-            if busy.stale:
-                if isinstance(holder.get("pid"), int):
-                    raise StaleLockError(
-                        f"the review {self.path.name} is locked by {busy.reason} (it probably crashed); "
-                        f"its decisions are saved. Take the lock over to continue (lock file: "
-                        f"{self.lock_path})", holder) from None
-                raise StaleLockError(
-                    f"the review {self.path.name} is locked, but {busy.reason}; its decisions are saved. "
-                    f"Take the lock over to continue (lock file: {self.lock_path})", holder) from None
-            what = ("another viewer of this process" if holder.get("pid") == os.getpid()
-                    and holder.get("host") == socket.gethostname() else busy.reason)
-            if holder.get("pid") is not None:
-                what = f"{what} (since {holder.get('created', '?')})" if "since" not in what else what
-            raise ReviewLockedError(
-                f"the review {self.path.name} is open in {what}; open it read-only or close it there "
-                f"first (lock file: {self.lock_path})", holder) from None
-        self._token = token
-        self._finalizer = weakref.finalize(self, release_lock, str(self.lock_path), token)
 
     # -- reading -----------------------------------------------------------------------------
     def _load(self):
@@ -605,15 +641,6 @@ class ReviewStore:
         return df
 
     # -- writing -----------------------------------------------------------------------------
-    def _check_writable(self):
-        if self.read_only:
-            raise ReviewLockedError(f"the review {self.path.name} is open read-only")
-        if self._token is None:
-            raise ReviewLockedError(f"the review {self.path.name} is closed")
-        if not holds(self.lock_path, self._token):
-            raise ReviewLockedError(f"the lock of {self.path.name} was taken over by another process; "
-                                    "this viewer no longer writes the review")
-
     def save(self):
         """Write the whole review atomically (done by every change already)."""
         self._check_writable()
