@@ -307,7 +307,7 @@ def _run_options(args):
 WARM_UP_NOTICE_AFTER = 2.0
 
 
-def _warm_up(args, *, label_errors=False):
+def _warm_up(args, *, label_errors=False, ood=False):
     """Compile (first run) or load the engine's kernels before the first case, saying so on
     stderr once if that takes longer than :data:`WARM_UP_NOTICE_AFTER` seconds.
 
@@ -325,7 +325,7 @@ def _warm_up(args, *, label_errors=False):
     if not getattr(args, "quiet", False):
         notice.start()
     try:
-        drain(warm_up_engine(label_errors=label_errors))
+        drain(warm_up_engine(label_errors=label_errors, ood=ood))
     finally:
         notice.cancel()
 

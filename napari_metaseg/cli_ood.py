@@ -70,7 +70,7 @@ def _cmd_ood(args):
     explicit = tuple(k for k, v in given.items() if v is not None)
     settings = {**given, "exclude_classes": args.exclude_classes or (), "ood_label": args.ood_label,
                 "class_axis": args.class_axis, "p_keep": args.p_keep, "command": "ood"}
-    _warm_up(args)
+    _warm_up(args, ood=True)
     try:
         run = _run(args, ood_cases(cases, _out_folder(args), settings, args.model, explicit=explicit,
                                    **_run_options(args)), total=len(cases), desc="ood")

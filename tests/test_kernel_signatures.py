@@ -51,7 +51,7 @@ EXPECTED = {
     "scores._confusion_rows": 2,
     "meta_solvers._cd_quadratic": 1,
     "meta_fitted._ensemble_raw": 1,
-    # OoD regions (core/ood.py): run by the OoD job, not by the calls here
+    # OoD regions (core/ood.py): run by the OoD job (the warm-up's ood=True)
     "ood._candidate_runs": 1,  # callee of _label_sparse
     "ood._label_sparse": 1,
     "ood._gather_rows": 2,  # float32 probabilities, and float64
@@ -60,9 +60,8 @@ EXPECTED = {
 }
 #: Kernels the calls below need not reach: callees (see above) and other jobs' kernels.
 NOT_ALWAYS_RUN = {"heatmaps.padded_stride", "heatmaps._measure_scratch", "segments._union_rows",
-                  "metrics._and_row", "metrics._gather_row", "iou_local._local_union", "ood._label_sparse",
-                  "ood._candidate_runs", "ood._gather_rows",
-                  "ood._region_sums", "ood._pair_hits"}
+                  "metrics._and_row", "metrics._gather_row", "iou_local._local_union",
+                  "ood._candidate_runs"}
 
 _CHILD = r"""
 import importlib, json, pkgutil, warnings
@@ -82,7 +81,7 @@ def counts():
     return out
 
 warnings.simplefilter("ignore")
-drain(warm_up_engine(label_errors=True))
+drain(warm_up_engine(label_errors=True, ood=True))
 after_warm_up = counts()
 
 # what the readers give, again: the warm-up must have compiled all of it already
@@ -97,6 +96,8 @@ for spatial, mode in (((20, 24), "2d"), ((9, 10, 11), "3d"), ((9, 10, 11), "slic
     core.segment_metrics(p, g, mode=mode, slice_axis=-1)
     core.dispersion_maps(p, measures=("E",))
     core.label_segments(p.argmax(-1), mode=mode, slice_axis=-1)
+    from napari_metaseg.workflows.ood import find_ood, ood_settings
+    drain(find_ood(p, settings=ood_settings(mode=mode, threshold=0.3), ood=g == 1))
 readers_again = counts()
 
 # everything else a user may pass: other dtypes, read-only and non-contiguous arrays, other axes

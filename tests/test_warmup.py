@@ -23,7 +23,7 @@ def test_warm_up_job_reports_its_stage_and_returns_seconds():
 
 
 def _slow_job(seconds):
-    def job(*, label_errors=False):
+    def job(*, label_errors=False, ood=False):
         time.sleep(seconds)
         yield 1.0, workflows.WARM_UP_STAGE
         return seconds
@@ -55,7 +55,7 @@ def test_case_commands_warm_up_before_the_first_case(monkeypatch, tmp_path):
     np.save(tmp_path / "a_gt.npy", np.zeros((12, 10), np.uint8))
     order = []
 
-    def job(*, label_errors=False):
+    def job(*, label_errors=False, ood=False):
         order.append("warm-up")
         yield 1.0, workflows.WARM_UP_STAGE
         return 0.0

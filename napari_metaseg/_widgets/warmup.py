@@ -24,7 +24,7 @@ __all__ = ["WARM_UP_STAGE", "EngineWarmUp", "engine_warm_up"]
 
 _CODE = ("from napari_metaseg.core.progress import drain; "
          "from napari_metaseg.workflows.warmup import warm_up_engine; "
-         "drain(warm_up_engine(label_errors=True))")
+         "drain(warm_up_engine(label_errors=True, ood=True))")
 _INSTANCE = None
 
 

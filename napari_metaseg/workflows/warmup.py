@@ -52,7 +52,24 @@ def _label_error_steps(cases):
         yield
 
 
-def warm_up_engine(*, label_errors=False):
+def _ood_steps(cases):
+    """The OoD job (candidate regions, their hits on an annotation, the evaluation) on the tiny
+    cases, with a region classifier fitted on their own region tables."""
+    from ..core.meta_estimators import MetaClassifier
+    from ..core.progress import drain
+    from .ood import find_ood, ood_settings
+
+    for mode, probs, gt in cases:
+        ood = (gt == gt.flat[0]).astype(np.uint8)  # some annotated voxels, some not
+        result = drain(find_ood(probs, settings=ood_settings(mode=mode, threshold=0.05), ood=ood))
+        table = result.table
+        if len(table) >= 2 and table["hit"].nunique() == 2:
+            clf = MetaClassifier(kind="logistic").fit(table.drop(columns=["hit"]), table["hit"])
+            drain(find_ood(probs, settings=ood_settings(mode=mode, threshold=0.05), ood=ood, classifier=clf))
+        yield
+
+
+def warm_up_engine(*, label_errors=False, ood=False):
     """Job: run every engine kernel once on tiny inputs, so later calls start at full speed.
 
     Calls :func:`~napari_metaseg.core.as_probabilities` (quantised maps and logits),
@@ -70,6 +87,9 @@ def warm_up_engine(*, label_errors=False):
         Also run the label-error search (:func:`~napari_metaseg.core.find_label_errors`, with a
         classifier fitted on a synthetic table): imports the meta-model stage (scikit-learn,
         about a second) and compiles its kernels.
+    ood : bool, default False
+        Also run the OoD job (:func:`~napari_metaseg.workflows.ood.find_ood`: candidate regions,
+        hits on an annotation, evaluation) and compile its kernels.
 
     Yields
     ------
@@ -97,7 +117,7 @@ def warm_up_engine(*, label_errors=False):
     t0 = time.perf_counter()
     cases = [("2d", *_tiny_case((12, 10), 3, 0)), ("slices", *_tiny_case((6, 7, 5), 3, 1)),
              ("3d", *_tiny_case((6, 7, 5), 3, 2))]
-    steps = 2 + 2 * len(cases) + (1 + len(cases) if label_errors else 0)
+    steps = 2 + 2 * len(cases) + (1 + len(cases) if label_errors else 0) + (len(cases) if ood else 0)
     done = 0
 
     def step():
@@ -127,4 +147,9 @@ def warm_up_engine(*, label_errors=False):
         yield step()  # the meta-model stage is imported and a classifier fitted first
         for _ in _label_error_steps(cases):
             yield step()
+    if ood:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tiny fits: convergence warnings say nothing here
+            for _ in _ood_steps(cases):
+                yield step()
     return time.perf_counter() - t0
