@@ -42,7 +42,8 @@ def test_review_correct_refit_loop_on_the_brain_sample(make_napari_viewer, qtbot
     seg_layer = _analyse(qtbot, analysis)
     before = seg_layer.features.copy()
     assert meta.load_model(sample_model_path()) is not None, meta.status.text()
-    assert meta.apply_to_current() == "p_iou0"  # the session now holds the model
+    # the session now holds the model (classifier, regressor: colours by predicted IoU_adj)
+    assert meta.apply_to_current() == "iou_adj_pred"
     first_fit = meta.classifier.provenance_[-1]
     assert meta.classifier.training_cases_ == ["sub-01"]
 
@@ -96,8 +97,9 @@ def test_review_correct_refit_loop_on_the_brain_sample(make_napari_viewer, qtbot
     assert clf.provenance_[-1]["added_cases"] == [case] and clf.training_cases_ == [case]
     trained_on = meta.dataset.table
     np.testing.assert_array_equal(trained_on["iou_adj"].to_numpy(), after["iou_adj"].to_numpy())
-    assert meta.apply_to_current() == "p_iou0"
+    assert meta.apply_to_current() == "iou_adj_pred"
     assert review.current_classifier() is clf  # the next review uses the refitted model
     # the recoloured segments carry the refitted model's predictions
     p = clf.predict_proba(after)[:, 0]
     np.testing.assert_allclose(seg_layer.features["p_iou0"].to_numpy(), p)
+    np.testing.assert_allclose(seg_layer.features["iou_adj_pred"].to_numpy(), meta.regressor.predict(after))

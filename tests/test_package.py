@@ -63,7 +63,9 @@ def test_sample_model_records_its_segmentation_and_predicts_the_sample_slice_wis
     clf, reg, info = load_models(model)
     assert clf.kind == "lasso"
     assert info["segmentation"] == {"mode": "slices", "slice_axis": -1, "ignore_index": 255}
-    assert info["training_cases"] == ["sub-01"] and reg is None
+    assert info["training_cases"] == ["sub-01"] and reg.kind == "linear"
+    image = info["image_quality"]  # the quality strip and the Triage tab rank slices by it
+    assert image["by"] == "slice" and image["target"] == "mean_iou"
     assert main(["predict", str(model), str(SAMPLE_DIR), "--out", str(tmp_path / "p"), "-q"]) == 0
     pred = pd.read_parquet(tmp_path / "p" / "predictions.parquet")
     assert "slice" in pred.columns and pred["slice"].nunique() > 50

@@ -1,9 +1,13 @@
-"""Make ``sample_data/brain3d_meta_model.json.gz``: a meta classifier for reviewing the brain sample.
+"""Make ``sample_data/brain3d_meta_model.json.gz``: meta models for reviewing the brain sample.
 
 The brain sample is subject sub-02; a model that reviews it must be trained on another case.
-This trains a LASSO meta classifier (IoU_adj = 0 vs > 0) on subject **sub-01**, resampled exactly
-as the sample (``tools/make_brain_sample.py``: crop, 2 x 2 x 2 block mean / majority, uint8
-softmax), with the segments of the review panel's default mode (slice-wise along z). Deterministic.
+This trains, on subject **sub-01** resampled exactly as the sample (``tools/make_brain_sample.py``:
+crop, 2 x 2 x 2 block mean / majority, uint8 softmax), with the segments of the review panel's
+default mode (slice-wise along z): a LASSO meta classifier (IoU_adj = 0 vs > 0; the label-error
+search uses it), a linear meta regressor (IoU_adj) and the image-level regressor (mean IoU of a
+slice; the quality strip and the Triage tab rank by it), the defaults of ``workflows.train`` for
+slice-wise segments. No training data is written beside it (a refit uses the new cases only).
+Deterministic.
 
 Run from the repository root:
 ``python tools/make_sample_model.py ../shared/data/brain/sub-01``.
@@ -44,16 +48,23 @@ def resampled_case(src):
 
 
 def main(src, dst="sample_data/brain3d_meta_model.json.gz", case="sub-01"):
-    from napari_metaseg.core import MetaClassifier, save_models, segment_metrics
+    from napari_metaseg.core import MetaClassifier, MetaRegressor, save_models, segment_metrics
+    from napari_metaseg.workflows.quality import fit_image_model, predicted_classes, with_image_scores
 
     t0 = time.perf_counter()
     probs, gt = resampled_case(src)
-    _, table = segment_metrics(probs, gt, mode="slices", slice_axis=-1)
+    seg, table = segment_metrics(probs, gt, mode="slices", slice_axis=-1)
     table.insert(0, "case", case)
     clf = MetaClassifier(kind="lasso", random_state=0).fit(table)
+    reg = MetaRegressor(kind="linear", random_state=0).fit(table)
     # recorded so that the CLI segments other volumes the same way (slice-wise along z)
-    path = save_models(dst, classifier=clf,
-                       segmentation={"mode": "slices", "slice_axis": -1, "ignore_index": 255})
+    segmentation = {"mode": "slices", "slice_axis": -1, "ignore_index": 255}
+    scored = with_image_scores(table, predicted_classes(seg, table), gt, segmentation=segmentation)
+    image, note = fit_image_model(scored, segmentation)
+    print(f"image-level regressor: {note}")
+    path = save_models(dst, classifier=clf, regressor=reg, segmentation=segmentation,
+                       image_quality={"regressor": image.regressor, "by": image.by, "target": image.target,
+                                      "background": image.background, "fail_below": image.fail_below})
     p = clf.predict_proba(table)[:, 1]
     y = (table["iou_adj"].to_numpy() > 0).astype(int)
     from sklearn.metrics import roc_auc_score

@@ -58,6 +58,14 @@ def _viewer(sample=None, run=True):
     dock = analysis
     while not isinstance(dock, MetaSegDock):
         dock = dock.parentWidget()
+    if run:  # the analysis starts once the engine's warm-up (a child process) is ready
+        from qtpy.QtWidgets import QApplication
+
+        app, t_end = QApplication.instance(), time.time() + 300
+        while "segments" not in viewer.layers and time.time() < t_end:
+            app.processEvents()
+            time.sleep(0.02)
+        wait(app, analysis)
     return viewer, dock
 
 
