@@ -31,7 +31,6 @@ end of a ``with`` block) releases the lock.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from .review import (
     MAX_SIDECAR_BYTES,
     MAX_SIDECAR_DEPTH,
     LockedSidecar,
+    _now,
     _stem,
     _writable_folder,
     array_sha256,
@@ -64,10 +64,6 @@ REGION_SETTINGS = ("threshold", "measure", "mode", "slice_axis", "exclude_classe
 
 class OodReviewError(ValueError):
     """The sidecar cannot be used (not JSON, another format, a newer version, another case)."""
-
-
-def _now():
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def ood_case_identity(probs, *, probs_path=None, case_id=None) -> dict:
@@ -289,16 +285,4 @@ class OodReviewStore(LockedSidecar):
         rec = next((r for r in self.regions if r["index"] == int(index)), None)
         if rec is None:
             raise ValueError(f"no region {index} in the OoD review {self.path.name}")
-        self._check_writable()
-        old = dict(rec)
-        rec["decision"] = decision
-        if note is not None:
-            rec["note"] = str(note)
-        rec["decided_at"] = _now() if decision is not None else None
-        try:
-            self.save()
-        except Exception:
-            rec.clear()
-            rec.update(old)  # memory stays equal to the file
-            raise
-        return dict(rec)
+        return self._record_decision(rec, decision, note)

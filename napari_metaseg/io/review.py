@@ -503,6 +503,24 @@ class LockedSidecar:
         self._token = token
         self._finalizer = weakref.finalize(self, release_lock, str(self.lock_path), token)
 
+    def _record_decision(self, rec, decision, note):
+        """Set ``decision`` (and ``note``, ``decided_at``) on record ``rec`` of this sidecar and save at
+        once; when the save fails the record is put back (memory stays equal to the file). Returns a
+        copy of the record."""
+        self._check_writable()
+        old = dict(rec)
+        rec["decision"] = decision
+        if note is not None:
+            rec["note"] = str(note)
+        rec["decided_at"] = _now() if decision is not None else None
+        try:
+            self.save()
+        except Exception:
+            rec.clear()
+            rec.update(old)
+            raise
+        return dict(rec)
+
     def _check_writable(self):
         """Raise :class:`ReviewLockedError` unless this store may write (it still holds the lock)."""
         kind = self.sidecar_kind
@@ -671,20 +689,7 @@ class ReviewStore(LockedSidecar):
         props = self.proposals
         if not isinstance(proposal_id, (int, np.integer)) or not 0 <= int(proposal_id) < len(props):
             raise ValueError(f"proposal_id must be in 0..{len(props) - 1}, got {proposal_id!r}")
-        self._check_writable()
-        rec = props[int(proposal_id)]
-        old = dict(rec)
-        rec["decision"] = decision
-        if note is not None:
-            rec["note"] = str(note)
-        rec["decided_at"] = _now() if decision is not None else None
-        try:
-            self.save()
-        except Exception:
-            rec.clear()
-            rec.update(old)  # memory stays equal to the file
-            raise
-        return dict(rec)
+        return self._record_decision(props[int(proposal_id)], decision, note)
 
     # -- export ------------------------------------------------------------------------------
     def export_json(self, path) -> Path:
