@@ -32,12 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# the developer subjects as cases and the Markdown tables: the same as the quality benchmark's
+# (run as a script, this folder is on the import path)
+from quality_realdata import SUBJECTS, cases, markdown
 from scipy.stats import spearmanr
 
 from napari_metaseg.core.active_learning import below_min_foreground
 from napari_metaseg.core.meta_model import predict_table
 from napari_metaseg.core.progress import drain
-from napari_metaseg.io.cases import Case
 from napari_metaseg.names import RANK_MIN_FOREGROUND
 from napari_metaseg.workflows import (
     MetaModels,
@@ -49,26 +52,8 @@ from napari_metaseg.workflows import (
     train,
 )
 
-SUBJECTS = ("sub-01", "sub-02")
 K = 20
 ROUNDS = 4
-
-
-def markdown(table: pd.DataFrame, digits=3) -> str:
-    """A DataFrame as a Markdown table (floats to ``digits`` decimals)."""
-    def cell(v):
-        if isinstance(v, (float, np.floating)):
-            return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def cases(data: Path):
-    return {s: Case(s, data / "brain" / s / "softmax_rf.nii.gz", data / "brain" / s / "gt.nii.gz")
-            for s in SUBJECTS}
 
 
 def old_models(models):

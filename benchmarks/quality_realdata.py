@@ -31,6 +31,7 @@ from napari_metaseg.core.progress import drain
 from napari_metaseg.io.cases import Case
 from napari_metaseg.workflows import error_detection, evaluate_quality_rows, image_rows, scores, train_quality
 
+SUBJECTS = ("sub-01", "sub-02")
 KINDS = ("lasso", "linear", "gbm")
 TARGETS = (("mean_iou", 0.7), ("mean_dice", 0.7))
 
@@ -49,7 +50,7 @@ def markdown(table: pd.DataFrame, digits=3) -> str:
 
 def cases(data: Path):
     return {s: Case(s, data / "brain" / s / "softmax_rf.nii.gz", data / "brain" / s / "gt.nii.gz")
-            for s in ("sub-01", "sub-02")}
+            for s in SUBJECTS}
 
 
 def image_level(c):
