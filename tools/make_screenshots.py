@@ -150,43 +150,16 @@ def meta_panel(app, out="docs"):
     viewer.close()
 
 
-def _sample_like_model(data):
-    """Segment models and an image-level regressor trained (``workflows.train``, the defaults) on
-    subject sub-01 resampled exactly as the brain sample (sub-02), slice-wise; None without the
-    developer data."""
-    import importlib.util
-
-    from napari_metaseg import workflows
-    from napari_metaseg.core.progress import drain
-
-    src = Path(data) / "sub-01"
-    if not src.is_dir():
-        return None
-    spec = importlib.util.spec_from_file_location("make_sample_model", Path(__file__).with_name(
-        "make_sample_model.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    probs, gt = mod.resampled_case(src)
-    analysed = drain(workflows.analyse(probs, gt, mode="slices", heatmaps=()))
-    model = drain(workflows.train(current=("sub-01", analysed.table, analysed.segmentation), n_splits=0))
-    print(f"model for the sample: {model.classifier.kind} + {model.regressor.kind}; {model.image_note}")
-    return model
-
-
-def quality_panel(app, out="docs", data="../shared/data/brain"):
-    """The Quality tab on the brain sample (analysed slice-wise): with a model trained on another
-    subject (when the developer data are there), the per-slice strip (predicted mean IoU of the
-    image-level regressor, true mean IoU as dots); the scores of the case and of its slices, the
-    worst-scored slice through the brain chosen in the table (the viewer goes to it), and the 10 %
-    most uncertain voxels (entropy) of the predicted brain flagged, as white contours."""
-    from napari_metaseg._widgets._session import session_for
-
+def quality_panel(app, out="docs"):
+    """The Quality tab on the brain sample (analysed slice-wise) rated by the sample model (trained
+    on sub-01): the per-slice strip (predicted mean IoU of the image-level regressor, true mean IoU
+    as dots); the scores of the case and of its slices, the worst-scored slice through the brain
+    chosen in the table (the viewer goes to it), and the 10 % most uncertain voxels (entropy) of
+    the predicted brain flagged, as white contours."""
     viewer, dock = _viewer("brain3d")
     wait(app, dock.analysis)
-    model = _sample_like_model(data)
-    if model is not None:
-        session_for(viewer).set(model)  # the analysed case is rated at once
-        settle(app)
+    dock.review.load_sample_model()  # the analysed case is rated at once
+    settle(app)
     panel = dock.show_tab("quality")
     panel.compute_scores()
     wait(app, panel)
