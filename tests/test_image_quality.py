@@ -8,6 +8,8 @@ import pytest
 from napari_metaseg.core import segment_metrics
 from napari_metaseg.core.image_quality import (
     BASELINE_FEATURES,
+    _aurocs,
+    compare_auroc,
     evaluate_quality,
     fit_image_regressor,
     image_feature_columns,
@@ -157,6 +159,103 @@ def test_figure_errors():
         evaluate_quality([0.5, 0.9], [0.5, np.nan])
     with pytest.raises(ValueError, match="no finite"):
         evaluate_quality([np.nan], [0.5])
+
+
+# ============================================================================================
+# Bootstrap intervals of the AUROC and paired comparisons
+# ============================================================================================
+@pytest.mark.parametrize("seed", range(4))
+def test_rank_auroc_matches_scikit_learn_with_ties(seed):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.normal(size=(30, 25)), 1)  # ties within rows
+    labels = rng.random((30, 25)) < 0.4
+    labels[:, 0], labels[:, 1] = True, False  # both classes in every row
+    got = _aurocs(labels, scores)
+    want = [roc_auc_score(lab, sc) for lab, sc in zip(labels, scores, strict=True)]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def _binormal(rng, n, d):
+    """n passes with scores ~ N(d, 1), n failures ~ N(0, 1): the true AUROC is Phi(d / sqrt 2)."""
+    true = np.r_[np.full(n, 0.9), np.full(n, 0.5)]
+    return true, np.r_[rng.normal(d, 1, n), rng.normal(0, 1, n)]
+
+
+def test_auroc_interval_covers_the_true_auroc_about_95_percent_of_the_time():
+    from scipy.stats import norm
+
+    d = 1.0
+    truth = norm.cdf(d / np.sqrt(2))  # 0.760
+    rng = np.random.default_rng(1)
+    hits, widths = 0, []
+    for rep in range(120):
+        true, score = _binormal(rng, 60, d)
+        r = evaluate_quality(true, score, ci=0.95, n_boot=400, seed=rep).loc["predicted"]
+        assert r["auroc_low"] <= r["auroc"] <= r["auroc_high"]
+        hits += r["auroc_low"] <= truth <= r["auroc_high"]
+        widths.append(r["auroc_high"] - r["auroc_low"])
+    assert 0.88 <= hits / 120 <= 1.0
+    # the textbook standard error (Hanley & McNeil) of an AUROC near 0.76 on 60 + 60 rows is
+    # about 0.043: a 95 % interval some 0.17 wide
+    assert 0.12 < np.median(widths) < 0.22
+
+
+def test_paired_comparison_sees_a_real_difference_and_not_a_spurious_one():
+    rng = np.random.default_rng(2)
+    true, score = _binormal(rng, 80, 1.5)
+    signal = score - np.r_[np.full(80, 1.5), np.zeros(80)]  # pure noise: AUROC about 0.5
+    worse = score + rng.normal(0, 2.0, 160)
+    r = compare_auroc(true, {"good": score, "noise": signal, "worse": worse, "same": score.copy()},
+                      against="good", n_boot=1000)
+    assert r.loc["noise", "low"] > 0.2 and r.loc["noise", "share_not_above"] == 0.0
+    assert r.loc["worse", "low"] > 0
+    assert r.loc["same", ["difference", "low", "high"]].tolist() == [0.0, 0.0, 0.0]
+    assert r.loc["same", "share_not_above"] == 1.0  # never strictly above itself
+    for name in ("noise", "worse"):
+        assert r.loc[name, "low"] <= r.loc[name, "difference"] <= r.loc[name, "high"]
+        assert r.loc[name, "auroc"] - r.loc[name, "auroc_other"] == pytest.approx(r.loc[name, "difference"])
+    # two predictors of the same true AUROC (independent noise): the interval holds 0 most times
+    holds = 0
+    for rep in range(60):
+        t, s1 = _binormal(rng, 60, 1.0)
+        _, s2 = _binormal(rng, 60, 1.0)
+        c = compare_auroc(t, {"a": s1, "b": s2}, against="a", n_boot=300, seed=rep).loc["b"]
+        holds += c["low"] <= 0 <= c["high"]
+    assert holds / 60 >= 0.88
+
+
+def test_intervals_are_reproducible_and_follow_the_level():
+    rng = np.random.default_rng(3)
+    true, score = _binormal(rng, 40, 1.0)
+    a = evaluate_quality(true, score, ci=0.95, seed=7)
+    b = evaluate_quality(true, score, ci=0.95, seed=7)
+    pd.testing.assert_frame_equal(a, b)
+    narrow = evaluate_quality(true, score, ci=0.5, seed=7).loc["predicted"]
+    wide = a.loc["predicted"]
+    assert wide["auroc_low"] < narrow["auroc_low"] < narrow["auroc_high"] < wide["auroc_high"]
+    # without ci the table keeps its columns; with one side only the interval is NaN
+    assert "auroc_low" not in evaluate_quality(true, score).columns
+    one_side = evaluate_quality(np.array([0.9, 0.8, 0.95]), np.array([0.5, 0.6, 0.7]), ci=0.95)
+    assert np.isnan(one_side.loc["predicted", "auroc_low"])
+
+
+def test_interval_and_comparison_errors():
+    true, score = _binormal(np.random.default_rng(4), 10, 1.0)
+    for bad in (0, 1, 1.5, True, "0.95"):
+        with pytest.raises(ValueError, match="confidence level"):
+            evaluate_quality(true, score, ci=bad)
+    with pytest.raises(ValueError, match="n_boot"):
+        evaluate_quality(true, score, ci=0.95, n_boot=10)
+    with pytest.raises(ValueError, match="not one of the predictors"):
+        compare_auroc(true, {"a": score, "b": score}, against="c")
+    with pytest.raises(ValueError, match="at least two"):
+        compare_auroc(true, {"a": score}, against="a")
+    with pytest.raises(ValueError, match="all 20 rows pass"):
+        compare_auroc(true, {"a": score, "b": score}, against="a", fail_below=0.1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        compare_auroc(true, {"a": score, "b": np.full(20, np.nan)}, against="a")
 
 
 # ============================================================================================

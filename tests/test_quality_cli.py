@@ -125,8 +125,11 @@ def test_quality_predict_and_evaluate(trained, data, tmp_path, capsys):
     code, text, err = _run(capsys, "quality", "evaluate", trained, root / "c2_softmax.npy",
                            root / "c3_softmax.npy", "--fail-below", "0.5", "--out", tmp_path / "ev.csv")
     assert code == 0, err
-    for name in ("| regressor |", "| mean max-probability |", "| size and segment count |", "AUROC"):
+    for name in ("| regressor |", "| mean max-probability |", "| size and segment count |", "AUROC 95 % CI"):
         assert name in text
+    # the regressor's AUROC is compared with each baseline's on the same bootstrap resamples
+    for name in ("mean max-probability", "size and segment count"):
+        assert f"regressor vs {name}: AUROC difference" in text
     code, _, err = _run(capsys, "quality", "evaluate", trained, root / "c0_softmax.npy", "-q")
     assert code == 0 and "optimistic" in err
 

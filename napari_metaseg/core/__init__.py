@@ -14,7 +14,7 @@ from .segments import MODES, label_segments
 _LAZY = {
     "active_learning": ("order_ranking", "predicted_quality", "rank_cases"),
     "error_maps": ("ErrorCalibration", "calibrate_errors", "error_detection_scores", "flag_errors"),
-    "image_quality": ("evaluate_quality", "fit_image_regressor", "image_features"),
+    "image_quality": ("compare_auroc", "evaluate_quality", "fit_image_regressor", "image_features"),
     "label_errors": ("evaluate_label_errors", "find_label_errors", "inject_label_errors"),
     "meta_dataset": ("NON_FEATURE_COLUMNS", "SIZE_COLUMNS", "MetaDataset", "feature_columns",
                      "training_rows"),
@@ -63,6 +63,7 @@ __all__ = [
     "calibrate_errors",
     "check_columns",
     "check_ground_truth",
+    "compare_auroc",
     "dispersion_maps",
     "error_detection_scores",
     "evaluate",

@@ -373,35 +373,54 @@ def predict_quality(rows: pd.DataFrame, model: QualityModel) -> pd.DataFrame:
 @dataclass
 class QualityEvaluation:
     """DeVries & Taylor's figures (rows: ``regressor``, ``mean max-probability``, and
-    ``size and segment count`` when the training rows are known) and the rows with predictions."""
+    ``size and segment count`` when the training rows are known) with a 95 % bootstrap interval of
+    each AUROC, the paired comparison of the regressor's AUROC with each baseline's
+    (:func:`~napari_metaseg.core.image_quality.compare_auroc`; empty when every row passes or
+    every row fails), and the rows with predictions."""
 
     figures: pd.DataFrame
     rows: pd.DataFrame
     target: str
     fail_below: float
     note: str = ""
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_markdown(self) -> str:
-        """The figures as a Markdown table."""
-        cols = ["predictor", "RMSE", "detection error", "AUROC", "AUPR-pass", "AUPR-fail", "n", "failures"]
+        """The figures as a Markdown table, then the comparisons as a sentence per baseline."""
+        def num(v):
+            return f"{v:.3f}" if np.isfinite(v) else "n/a"
+
+        cols = ["predictor", "RMSE", "detection error", "AUROC", "AUROC 95 % CI", "AUPR-pass", "AUPR-fail",
+                "n", "failures"]
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for name, r in self.figures.iterrows():
-            vals = [f"{r[c]:.3f}" if np.isfinite(r[c]) else "n/a"
-                    for c in ("rmse", "detection_error", "auroc", "aupr_pass", "aupr_fail")]
+            low, high = r.get("auroc_low", np.nan), r.get("auroc_high", np.nan)
+            interval = f"{low:.3f}-{high:.3f}" if np.isfinite(low) else "n/a"
+            vals = [num(r["rmse"]), num(r["detection_error"]), num(r["auroc"]), interval, num(r["aupr_pass"]),
+                    num(r["aupr_fail"])]
             lines.append(f"| {name} | " + " | ".join(vals) + f" | {int(r['n'])} | {int(r['n_fail'])} |")
+        for name, c in self.comparisons.iterrows():
+            verdict = ("above" if c["low"] > 0 else "below" if c["high"] < 0
+                       else "not told apart from")
+            lines.append(f"\nregressor vs {name}: AUROC difference {c['difference']:+.3f} (95 % CI "
+                         f"{c['low']:+.3f} to {c['high']:+.3f}): the regressor is {verdict} {name} on "
+                         f"these {int(c['n'])} rows")
         return "\n".join(lines)
 
 
-def evaluate_quality_rows(rows: pd.DataFrame, model: QualityModel, *, fail_below=None) -> QualityEvaluation:
+def evaluate_quality_rows(rows: pd.DataFrame, model: QualityModel, *, fail_below=None, n_boot=2000,
+                          seed=0) -> QualityEvaluation:
     """D&T figures of a model on image rows with ground truth, beside the baselines.
 
     The mean max-probability baseline is the rows' ``mean_max_prob`` itself (a confidence, taken
     as the predicted score); the size-and-segment-count baseline is a linear regressor on
     ``log_n_segments`` and ``log_size`` fitted on the model's training rows (left out, and said
-    in ``note``, when they are not available). Raises ValueError when the rows have no
-    ``model.target`` (no ground truth).
+    in ``note``, when they are not available). Every AUROC has a 95 % interval from ``n_boot``
+    stratified bootstrap resamples (``seed``), and the regressor's AUROC is compared with each
+    baseline's on the same resamples. Raises ValueError when the rows have no ``model.target``
+    (no ground truth).
     """
-    from ..core.image_quality import BASELINE_FEATURES, evaluate_quality, fit_image_regressor
+    from ..core.image_quality import BASELINE_FEATURES, compare_auroc, evaluate_quality, fit_image_regressor
 
     fb = model.fail_below if fail_below is None else float(fail_below)
     if model.target not in rows.columns:
@@ -418,8 +437,12 @@ def evaluate_quality_rows(rows: pd.DataFrame, model: QualityModel, *, fail_below
         out["quality_size_count"] = preds["size and segment count"]
     else:
         note = "no training rows: the size-and-segment-count baseline is left out"
-    figures = evaluate_quality(out[model.target].to_numpy(np.float64), preds, fail_below=fb)
-    return QualityEvaluation(figures, out, model.target, fb, note)
+    true = out[model.target].to_numpy(np.float64)
+    figures = evaluate_quality(true, preds, fail_below=fb, ci=0.95, n_boot=n_boot, seed=seed)
+    comparisons = pd.DataFrame()
+    if np.isfinite(figures.loc["regressor", "auroc"]):
+        comparisons = compare_auroc(true, preds, against="regressor", fail_below=fb, n_boot=n_boot, seed=seed)
+    return QualityEvaluation(figures, out, model.target, fb, note, comparisons)
 
 
 # ============================================================================================
