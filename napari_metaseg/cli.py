@@ -349,7 +349,7 @@ def _check_model(args):
     """The model file's path and its models, with --mode / --slice-axis taken from or checked
     against the model's segmentation."""
     from .core.meta_io import MetaModelFileError
-    from .workflows import check_segmentation, load_model
+    from .workflows import check_segmentation, iou_adj_of, load_model
 
     path = Path(args.model)
     if not path.is_file():
@@ -363,6 +363,8 @@ def _check_model(args):
                                                         slice_axis=args.slice_axis, model=f"model {path}")
     except ValueError as exc:
         raise UsageError(f"{exc} (leave out --mode and --slice-axis to use the model's)") from None
+    # cases are measured with the IoU_adj the model's regressor was trained on
+    args.iou_adj = iou_adj_of(models.segmentation)
     return path.resolve(), models
 
 
@@ -541,7 +543,7 @@ def _tables_segmentation(paths):
     """The segmentation settings ``metrics`` recorded in the tables (None where unknown, e.g.
     CSV); tables made in different ways are refused."""
     from .io.results import read_settings
-    from .workflows.models import _merge_segmentation, segmentation_of
+    from .workflows.models import _merge_segmentation, recorded_segmentation
 
     found = []
     for p in map(Path, paths):
@@ -550,7 +552,7 @@ def _tables_segmentation(paths):
             target = p / "predictions.parquet"
         settings = read_settings(target) if target.suffix.lower() in (".parquet", ".pq") else None
         if settings and "mode" in settings:
-            found.append(settings.get("segmentation") or segmentation_of(settings))
+            found.append(recorded_segmentation(settings))
     try:
         return _merge_segmentation(found, "the tables")
     except ValueError as exc:

@@ -83,7 +83,9 @@ class MetaModelFileError(ValueError):
 # Saving
 # ============================================================================================
 #: Keys of the optional ``segmentation`` record: how the training tables' segments were made.
-SEGMENTATION_KEYS = ("mode", "slice_axis", "ignore_index")
+#: ``iou_adj`` (the regressor's target definition) is there only when it is ``"local"``: a
+#: record without it (every file written before the local variant existed) means ``"paper"``.
+SEGMENTATION_KEYS = ("mode", "slice_axis", "ignore_index", "iou_adj")
 #: What a file's models were fitted on: segment metrics tables, or OoD region tables (target
 #: ``hit``, see :mod:`napari_metaseg.core.ood`); a region model's file holds an ``ood`` record.
 TABLE_KINDS = ("segments", "ood_regions")
@@ -229,6 +231,11 @@ def _check_segmentation(seg, error):
             v = int(v)
         if (v is not None and not isinstance(v, (str, int))) or isinstance(v, bool):
             raise error(f"segmentation {k!r} must be a string, an integer or None, got {short_repr(v)}")
+        if k == "iou_adj":
+            if v not in (None, "paper", "local"):
+                raise error(f"segmentation 'iou_adj' must be 'paper' or 'local', got {short_repr(v)}")
+            if v != "local":
+                continue  # the paper's definition is the record without the key
         out[k] = v
     return out
 

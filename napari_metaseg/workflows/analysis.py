@@ -15,7 +15,8 @@ __all__ = ["Analysis", "analyse", "warm_up"]
 class Analysis:
     """Result of :func:`analyse`: heatmaps ``{name: map}``, segment ids, the metrics table
     (with predictions when a model was given) and the segmentation record (``mode``,
-    ``slice_axis``, ``ignore_index``) the table was made with."""
+    ``slice_axis``, ``ignore_index``, and ``iou_adj`` when it is the local one) the table was made
+    with."""
 
     maps: dict
     seg: np.ndarray
@@ -24,7 +25,7 @@ class Analysis:
 
 
 def analyse(probs, gt=None, *, class_axis=-1, mode="auto", slice_axis=-1, ignore_index=255,
-            heatmaps=("E",), models=None, threads=None):
+            heatmaps=("E",), models=None, threads=None, iou_adj=None):
     """Job: heatmaps, segments and segment metrics of one case (and the model's predictions).
 
     Parameters
@@ -42,22 +43,31 @@ def analyse(probs, gt=None, *, class_axis=-1, mode="auto", slice_axis=-1, ignore
         Adds ``p_iou0`` / ``iou_adj_pred``; the model's segmentation is checked against ``mode``.
     threads : int, optional
         numba threads for this job (the panel leaves one core to the event loop and canvas).
+    iou_adj : {"paper", "local"}, optional
+        Definition of the true IoU_adj (with ``gt``); default: the model's (the one its regressor
+        was trained on), else the paper's. A definition other than the model's is refused.
 
     Yields ``(fraction, stage)``; returns an :class:`Analysis`.
     """
     from ..core import as_probabilities, dispersion_maps, iter_segment_metrics
     from ..core.segments import resolve_mode
-    from .models import check_segmentation, segmentation_of
+    from .models import check_segmentation, iou_adj_of, segmentation_of
 
     if threads:
         import numba
 
         # numba's thread count is per calling thread: this affects this job's thread only
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    model_seg = getattr(models, "segmentation", None)
+    if iou_adj is None:
+        iou_adj = iou_adj_of(model_seg)
+    elif model_seg is not None and iou_adj != iou_adj_of(model_seg):
+        raise ValueError(f"the model was trained on the {iou_adj_of(model_seg)} IoU_adj; iou_adj={iou_adj!r} "
+                         "would compare its predictions with another quantity (leave iou_adj out)")
     probs = as_probabilities(probs, class_axis=class_axis)
     mode, axis = resolve_mode(mode, probs.ndim - 1, slice_axis)
     segmentation = segmentation_of({"mode": mode, "slice_axis": slice_axis if axis is not None else None,
-                                    "ignore_index": ignore_index})
+                                    "ignore_index": ignore_index, "iou_adj": iou_adj})
     pair = None
     if models is not None:
         pair = models.pair if hasattr(models, "pair") else tuple(models)
@@ -69,8 +79,8 @@ def analyse(probs, gt=None, *, class_axis=-1, mode="auto", slice_axis=-1, ignore
     maps = dispersion_maps(probs, measures=tuple(heatmaps)) if heatmaps else {}
     yield 0.3, "heatmaps"
     seg, table = yield from rescaled(
-        iter_segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis, ignore_index=ignore_index),
-        0.3, 0.95)
+        iter_segment_metrics(probs, gt, mode=mode, slice_axis=slice_axis, ignore_index=ignore_index,
+                             iou_adj=iou_adj), 0.3, 0.95)
     if gt is not None:  # the image scores of each segment's slice (image): the image regressor's target
         from .quality import predicted_classes, with_image_scores
 

@@ -311,7 +311,7 @@ def _resumable_locked(fn, cases, out_dir, settings, extra_args, combined_name, *
 
     from ..core.atomic import remove_leftovers
     from ..io.results import read_settings, write_failed_csv, write_table
-    from .models import _merge_segmentation
+    from .models import _merge_segmentation, recorded_segmentation
 
     # under the run lock: no other run of this folder is writing, only killed runs left these
     remove_leftovers(out_dir / "cases")
@@ -328,7 +328,7 @@ def _resumable_locked(fn, cases, out_dir, settings, extra_args, combined_name, *
             if c.name not in failed_names and case_table_path(out_dir, c.name).is_file()]
     combined = None
     if done:
-        records = [(read_settings(p) or {}).get("segmentation") for p in done]
+        records = [recorded_segmentation(read_settings(p)) for p in done]
         try:
             segmentation = _merge_segmentation(records, "the cases")
         except ValueError:  # e.g. 2D images and volumes in one "auto" run: nothing to record

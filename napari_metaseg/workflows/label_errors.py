@@ -76,7 +76,8 @@ def label_errors_task(case, settings: dict, models, threshold=None, allow_traini
     if gt is None:
         raise ValueError("no ground truth: label errors are looked for in a case's labels")
     seg, table = segment_metrics(probs, gt, mode=settings["mode"], slice_axis=settings["slice_axis"],
-                                 ignore_index=settings["ignore_index"])
+                                 ignore_index=settings["ignore_index"],
+                                 iou_adj=settings.get("iou_adj", "paper"))
     clf, _ = resolve_models(models, table)
     if clf is None:
         raise ValueError("the model holds no classifier: label errors need one")

@@ -29,6 +29,7 @@ __all__ = [
     "collect_dataset",
     "dataset_path",
     "default_training",
+    "iou_adj_of",
     "load_model",
     "refit",
     "refit_case",
@@ -144,7 +145,37 @@ def segmentation_of(settings: dict, *, ndim: int | None = None, table: pd.DataFr
         rec["slice_axis"] = None  # not part of how the segments were made
     elif rec["slice_axis"] is None:
         rec["slice_axis"] = -1
+    if rec.pop("iou_adj", None) == "local":  # the paper's definition is the record without it
+        rec["iou_adj"] = "local"
     return rec
+
+
+def recorded_segmentation(stored):
+    """The segmentation record of a table file from its stored settings (None when unknown).
+
+    Files written before the record carried ``iou_adj`` still name the definition in their
+    request (``settings["iou_adj"]``); it is taken from there.
+    """
+    if not stored:
+        return None
+    rec = stored.get("segmentation") or (segmentation_of(stored) if "mode" in stored else None)
+    if rec and stored.get("iou_adj") == "local" and "iou_adj" not in rec:
+        rec = {**rec, "iou_adj": "local"}
+    return rec
+
+
+def iou_adj_of(segmentation) -> str:
+    """The IoU_adj definition (``"paper"`` or ``"local"``) of tables or a model with this
+    segmentation record; a record without one (or None) means the paper's.
+
+    Example
+    -------
+    >>> iou_adj_of({"mode": "slices", "slice_axis": -1, "ignore_index": 255, "iou_adj": "local"})
+    'local'
+    >>> iou_adj_of(None)
+    'paper'
+    """
+    return (segmentation or {}).get("iou_adj") or "paper"
 
 
 def _merge_segmentation(records, what):
@@ -157,8 +188,13 @@ def _merge_segmentation(records, what):
 
     def agrees(r):
         return r == first or (r.get("mode") == "auto" and first.get("mode") in ("2d", "3d")
-                              and r.get("ignore_index") == first.get("ignore_index"))
+                              and r.get("ignore_index") == first.get("ignore_index")
+                              and iou_adj_of(r) == iou_adj_of(first))
 
+    definitions = {iou_adj_of(r) for r in known}
+    if len(definitions) > 1:
+        raise ValueError(f"{what} mix the paper's and the local IoU_adj (the regressor's target would "
+                         "mean two things); measure every case with the same `metrics --iou-adj`")
     if not all(agrees(r) for r in known):
         listing = "; ".join(str(r) for r in known)
         raise ValueError(f"{what} were made with different segmentation settings ({listing}); train on "
@@ -579,7 +615,8 @@ def refit_case(models: MetaModels, probs, gt, *, case_id, class_axis=-1, mode="a
     from .analysis import analyse
 
     measured = yield from rescaled(analyse(probs, gt, class_axis=class_axis, mode=mode, slice_axis=slice_axis,
-                                           ignore_index=ignore_index, heatmaps=()), 0.0, 0.4,
+                                           ignore_index=ignore_index, heatmaps=(),
+                                           iou_adj=iou_adj_of(models.segmentation)), 0.0, 0.4,
                                    prefix="measuring the corrected case: ")
     result = yield from rescaled(refit(models, current=(case_id, measured.table, measured.segmentation),
                                        min_interior=min_interior, n_splits=n_splits, split=split,
