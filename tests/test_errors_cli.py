@@ -5,6 +5,7 @@ with a message and write nothing, a failing case leaves no partial file."""
 import numpy as np
 import pandas as pd
 import pytest
+from _cases import smooth_volume
 
 from napari_metaseg.cli import main
 from napari_metaseg.core import calibrate_errors, error_detection_scores, flag_errors
@@ -13,15 +14,7 @@ SHAPE = (14, 16, 6)
 
 
 def _volume(seed):
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(size=(*SHAPE, 3))
-    logits = np.cumsum(np.cumsum(logits, axis=0), axis=1) / 4
-    p = np.exp(logits - logits.max(-1, keepdims=True))
-    p = (p / p.sum(-1, keepdims=True)).astype(np.float32)
-    pred = p.argmax(-1)
-    flip = rng.random(SHAPE) < (1 - p.max(-1))  # errors where the prediction is unsure
-    gt = np.where(flip, (pred + 1) % 3, pred).astype(np.uint8)
-    return p, gt
+    return smooth_volume(seed, SHAPE)
 
 
 @pytest.fixture(scope="module")

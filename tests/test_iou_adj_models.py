@@ -10,6 +10,7 @@ paper IoU_adj share their numerator, so P(IoU_adj = 0), the classifier's target,
 import numpy as np
 import pandas as pd
 import pytest
+from _cases import save_cases, smooth_volume
 
 from napari_metaseg.cli import main
 from napari_metaseg.core import segment_metrics
@@ -23,27 +24,11 @@ from napari_metaseg.workflows.models import recorded_segmentation
 SHAPE = (24, 26, 6)
 
 
-def _volume(seed):
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(size=(*SHAPE, 3))
-    logits = np.cumsum(np.cumsum(logits, axis=0), axis=1) / 4
-    p = np.exp(logits - logits.max(-1, keepdims=True))
-    p = (p / p.sum(-1, keepdims=True)).astype(np.float32)
-    pred = p.argmax(-1)
-    flip = rng.random(SHAPE) < 0.6 * (1 - p.max(-1))
-    gt = np.where(flip, (pred + 1) % 3, pred).astype(np.uint8)
-    return p, gt
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("iou_adj")
-    arrays = {}
-    for i in range(4):
-        p, gt = _volume(i)
-        np.save(root / f"c{i}_softmax.npy", p)
-        np.save(root / f"c{i}_gt.npy", gt)
-        arrays[f"c{i}"] = (p, gt)
+    arrays = {f"c{i}": smooth_volume(i, SHAPE, error_rate=0.6) for i in range(4)}
+    save_cases(root, arrays)
     return root, arrays
 
 
