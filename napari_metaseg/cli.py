@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("refit", help="refit a model on its training data plus new tables",
                        description="Refit the models of MODEL (same kinds and settings) on the training "
                                    "data saved beside it plus the given tables (a case of the same name "
-                                   "replaces the old one, and is said); writes a new model file.")
+                                   "replaces the old one, and is said); writes a new model file. An OoD "
+                                   "region model is refit on region tables (DIR/ood_regions.parquet of "
+                                   "`ood`, with hit): its training regions plus theirs.")
     p.add_argument("model", metavar="MODEL", help="model file written by `train` or a panel")
     _add_table_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="new model file (.json or .json.gz)")
@@ -622,8 +624,15 @@ def _cmd_refit(args):
     try:
         models = load_model(args.model)
     except (MetaModelFileError, FileNotFoundError) as exc:
+        if _part("cli_ood")._is_region_model(args.model):  # refit on region tables
+            return _part("cli_ood")._refit_regions(args, out)
         raise UsageError(f"model {args.model}: {exc}") from None
     table = _load_tables(args.tables)
+    from .workflows.ood import is_region_table
+
+    if is_region_table(table):
+        raise UsageError(f"model {args.model} is a segment model and the tables are OoD region tables: "
+                         "refit a segment model on metrics tables, a region model on region tables")
     if "iou_adj" not in table.columns:
         raise UsageError("the tables have no iou_adj column: refitting needs cases with ground truth")
     _note(args, f"refit: {models.note}")

@@ -1,4 +1,4 @@
-"""``napari-metaseg ood`` and training on OoD region tables: arguments and printing.
+"""``napari-metaseg ood`` and training and refitting on OoD region tables: arguments and printing.
 
 The work is :mod:`napari_metaseg.workflows.ood`. Registered by :mod:`napari_metaseg.cli`.
 """
@@ -15,6 +15,7 @@ from .cli import (
     _cases,
     _collect_cases,
     _ignore_index,
+    _load_tables,
     _note,
     _out_folder,
     _report_failed,
@@ -128,4 +129,48 @@ def _train_regions(args, table, out):
     clf = result.classifier
     print(f"trained {clf_kind} OoD region classifier ({ood['measure']} >= {ood['threshold']:g}): "
           f"{result.note}; {len(clf.feature_names_in_)} features -> {out}")
+    return EXIT_OK
+
+
+def _is_region_model(path) -> bool:
+    """Whether ``path`` is a readable OoD region model file (``refit`` routes it here)."""
+    from .core.meta_io import MetaModelFileError
+    from .workflows import load_model
+
+    try:
+        load_model(path, table_kind="ood_regions")
+    except (MetaModelFileError, OSError, ValueError):
+        return False
+    return True
+
+
+def _refit_regions(args, out):
+    """``refit MODEL TABLES --out NEW`` for a region model: its training regions plus the
+    labelled regions of the tables (``workflows.refit_regions``)."""
+    from .workflows import dataset_path, load_model, refit_regions, save_model
+    from .workflows.ood import is_region_table
+
+    models = load_model(args.model, table_kind="ood_regions")
+    table = _load_tables(args.tables)
+    if not is_region_table(table):
+        raise UsageError(f"model {args.model} is an OoD region model and the tables are segment metrics "
+                         "tables: refit a region model on the region tables of `napari-metaseg ood` "
+                         "(DIR/ood_regions.parquet), a segment model on metrics tables")
+    ood, seg = _tables_ood(args.tables)
+    unused = [o for o, v in (("--min-interior", args.min_interior), ("--splits", args.splits or None))
+              if v is not None]
+    if unused:
+        _note(args, f"refit: {' and '.join(unused)} do not apply to a region model (every region is used; "
+                    "no evaluation)")
+    _note(args, f"refit: OoD region model ({models.ood['measure']} >= {models.ood['threshold']:g}); "
+                f"{models.note}")
+    try:
+        result = _run(args, refit_regions(models, table=table, settings={**ood, "segmentation": seg},
+                                          random_state=args.random_state), total=100, desc="refit", unit="%")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    save_model(out, result.models)
+    clf = result.models.classifier
+    print(f"refitted {clf.kind} OoD region classifier: {result.note} -> {out} "
+          f"(training regions: {dataset_path(out).name})")
     return EXIT_OK

@@ -6,7 +6,11 @@ candidates of the current slice only, on the main thread (one slice of the heatm
 and labelled in a few milliseconds, debounced); decisions ("flag as unknown", "not OoD") go at
 once to the case's sidecar (:class:`napari_metaseg.io.ood_review.OodReviewStore`, atomic writes,
 one writer at a time: a review locked by another viewer is shown read-only, a stale lock taken
-over when the reviewer says so, as in the Review tab). Layers are touched only on the main thread.
+over when the reviewer says so, as in the Review tab). "Refit with my decisions" closes the loop:
+:func:`napari_metaseg.workflows.refit_regions` (in the worker) refits the region model on its
+training regions plus the decided regions of this case, which then replaces the panel's model
+and re-rates the regions; "Save region model..." writes it (``workflows.save_model``). Layers are
+touched only on the main thread.
 
 Colours: the regions by the region model's P(OoD) on the cividis ramp (readable with every
 common colour-vision deficiency), regions without a rating in a light grey that is not on the
@@ -33,7 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import workflows
-from .._layers import centre_on_mask, input_layers, spatial_kwargs
+from .._layers import case_id_of, centre_on_mask, input_layers, spatial_kwargs
 from ._form import make_form, set_choices
 from ._table import DataFrameModel, LabelTableLink, table_view
 from ._worker import WorkerPanelMixin
@@ -53,6 +57,8 @@ SHOWN = ["index", "p_hit", "decision", "hit", "S", "E", "slice"]
 DECISION_TEXT = {"unknown": "unknown", "known": "not OoD"}
 #: Milliseconds the preview waits for the slider to rest.
 PREVIEW_DELAY = 120
+#: A change of P(OoD) the refit's status counts as a region whose rating moved.
+MOVED = 0.05
 
 
 def p_rgba(values, alpha=0.8):
@@ -88,6 +94,8 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
 
     #: emitted when regions are shown (after a run)
     ready = Signal()
+    #: emitted with the :class:`~napari_metaseg.workflows.RegionRefit` when a refit has replaced the model
+    refitted = Signal(object)
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -96,6 +104,7 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         self.models = None  # a region model (workflows.MetaModels with ood)
         self.result = None
         self.store = None
+        self._job = "finding regions"
         self.regions_layer = None
         self.preview_layer = None
         self._preview_plane = None
@@ -173,6 +182,18 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         dec = QHBoxLayout()
         for b in (self.flag_button, self.known_button, self.clear_button):
             dec.addWidget(b)
+        self.refit_button = QPushButton("Refit with my decisions")
+        self.refit_button.setToolTip("refit the region model on its training regions plus this case's "
+                                     "decided regions (unknown = OoD, not OoD = in distribution); the panel "
+                                     "then uses it (not saved until Save region model...)")
+        self.refit_button.clicked.connect(self.refit_or_cancel)
+        self.save_model_button = QPushButton("Save region model...")
+        self.save_model_button.setToolTip("write the region model and its training regions "
+                                          "(<name>.dataset.csv beside it)")
+        self.save_model_button.clicked.connect(lambda: self.save_region_model())
+        loop = QHBoxLayout()
+        loop.addWidget(self.refit_button)
+        loop.addWidget(self.save_model_button)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
@@ -180,12 +201,15 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         layout.addWidget(self.preview_status)
         layout.addWidget(self.legend)
         layout.addWidget(self.model_label)
-        layout.addWidget(self.load_button)
-        layout.addWidget(self.find_button)
+        model_row = QHBoxLayout()  # one row: the tab fits a 768-pixel-high laptop screen
+        model_row.addWidget(self.load_button)
+        model_row.addWidget(self.find_button)
+        layout.addLayout(model_row)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.table_view, stretch=1)
         layout.addLayout(dec)
+        layout.addLayout(loop)
 
         for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
                    napari_viewer.layers.events.reordered):
@@ -383,6 +407,7 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
             drain(workflows.find_ood(tiny, settings=settings, ood=np.ones(tiny.shape[:-1], bool)))
         except ValueError as exc:  # e.g. a mode that does not fit the data
             return self.fail(f"OoD: {exc}")
+        self._job = "finding regions"
         self._preview_timer.stop()  # the found regions replace the preview
         self._show_preview = False
         self._run = {"layer": layer, "axis": axis, "settings": settings,
@@ -402,7 +427,7 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         return worker
 
     def _on_errored(self, exc):
-        self.fail(f"OoD: finding regions failed: {exc}")
+        self.fail(f"OoD: {self._job} failed: {exc}")
 
     def _on_aborted(self):
         self.status.setText("cancelled; nothing was changed")
@@ -411,6 +436,10 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
     def _on_returned(self, value):
         from napari.utils.notifications import show_warning
 
+        from ..workflows.ood import RegionRefit
+
+        if isinstance(value[0], RegionRefit):
+            return self._refit_done(*value)
         result, case = value
         self.result = result
         run = self._run
@@ -516,8 +545,16 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
     def _update_buttons(self):
         selected = self._selected_region() is not None
         writable = self.store is not None and not self.store.read_only
+        idle = self.worker is None
         for b in (self.flag_button, self.known_button, self.clear_button):
-            b.setEnabled(writable and selected and self.worker is None)
+            b.setEnabled(writable and selected and idle)
+        running = None if idle else self._worker_button  # its button is Cancel meanwhile
+        decided = self.store is not None and self.result is not None and bool(self.store.decisions())
+        self.refit_button.setEnabled(running is self.refit_button
+                                     or (idle and self.models is not None and decided))
+        self.find_button.setEnabled(idle or running is self.find_button)
+        self.load_button.setEnabled(idle)
+        self.save_model_button.setEnabled(idle and self.models is not None)
 
     def _selected_region(self):
         rows = self.table_view.selectionModel().selectedRows() if self.table_view.selectionModel() else []
@@ -563,7 +600,98 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         idx = self.model.index(row, col)
         self.model.dataChanged.emit(idx, idx)
         self.status.setText(f"region {rid}: {DECISION_TEXT.get(decision, 'cleared')} (saved)")
+        self._update_buttons()  # the first decision allows a refit
         return rec
+
+    # -- refitting the region model with the decisions -------------------------------------------
+    def refit_or_cancel(self):
+        if self.worker is not None:
+            self.cancel()
+        else:
+            self.refit()
+
+    def refit(self):
+        """Refit the region model on its training regions plus this case's decided regions (in
+        the worker); on success the panel uses the new model and re-rates the regions."""
+        if self.models is None:
+            return self.fail("OoD: no region model to refit: load one first (Load region model...)")
+        if self.store is None or self.result is None:
+            return self.fail("OoD: find regions and decide some (Flag as unknown / Not OoD) before refitting")
+        decisions = self.store.decisions()
+        if not decisions:
+            return self.fail("OoD: no decided region: flag regions as unknown or not OoD before refitting")
+        # named as `napari-metaseg ood` names the case file (sub-02L/softmax_rf.nii.gz: sub-02L), so
+        # its regions replace those of an `ood` table of the same case, not add to them
+        case_id = case_id_of(self._run["layer"])
+        table = self.result.table
+        settings = self._run["settings"]
+
+        def post(res):  # worker thread: this case's regions rated by the new model (no layer touched)
+            clf = res.models.classifier
+            rated = table.drop(columns=[c for c in ("p_hit",) if c in table.columns])
+            return res, rated.assign(p_hit=clf.predict_proba(rated)[:, 1] if len(rated) else [])
+
+        self._job = "refitting the region model"
+        worker = self.start_worker(workflows.refit_regions, self.models,
+                                   current=(case_id, table, decisions, settings), button=self.refit_button,
+                                   status=f"refitting the region model with {len(decisions)} decisions ...",
+                                   post=post)
+        self._update_buttons()
+        return worker
+
+    def _refit_done(self, res, table):
+        old = self.result.table
+        before = old["p_hit"].to_numpy(float) if "p_hit" in old else np.full(len(old), np.nan)
+        after = table["p_hit"].to_numpy(float)
+        self.models = res.models
+        self.result.table = table
+        layer = self.regions_layer
+        if layer is not None and layer in self.viewer.layers:
+            layer.features = table
+            layer.colormap = region_colormap(table)
+        self._show_table()
+        self.progress.setValue(100)
+        rec = res.models.ood
+        cases = res.models.classifier.training_cases_
+        self.model_label.setText(f"region model: {res.models.classifier.kind} refitted in this session on "
+                                 f"{res.n_after} regions of {len(cases)} case(s) at {rec['measure']} >= "
+                                 f"{rec['threshold']:g} (not saved)")
+        replaced = f", {res.n_replaced} replacing earlier labels" if res.n_replaced else ""
+        dropped = ("" if res.had_training_regions
+                   else " (no training regions beside the old model: fitted on the decisions only)")
+        change = np.abs(after - before)
+        moved = ""
+        if np.isfinite(change).any():
+            moved = (f"; {int((change >= MOVED).sum())} of {len(table)} regions moved >= {MOVED:g} "
+                     f"(at most {np.nanmax(change):.2f})")
+        kept = int((after >= self.result.settings["p_keep"]).sum())
+        self.status.setText(f"refitted: {res.n_decided} decisions ({res.n_unknown} unknown, "
+                            f"{res.n_known} not OoD{replaced}); {res.n_before} -> {res.n_after} training "
+                            f"regions{dropped}{moved}; {kept} rated OoD. Not saved yet")
+        self._update_buttons()
+        self.refitted.emit(res)
+
+    def save_region_model(self, path=None):
+        """Write the panel's region model (and its training regions beside it); asks for the path
+        when None. Returns the path written, or None."""
+        if self.models is None:
+            self.fail("OoD: no region model to save")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save OoD region model", "ood_region_model.json",
+                                                  "Model (*.json *.json.gz)")
+            if not path:
+                return None
+        try:
+            path = workflows.save_model(path, self.models)
+        except (ValueError, TypeError, OSError) as exc:
+            self.fail(f"OoD: cannot save the region model to {path}: {exc}")
+            return None
+        saved = f", saved to {Path(path).name}"
+        self.model_label.setText(self.model_label.text().replace(" (not saved)", saved))
+        self.status.setText(f"region model saved to {path} (training regions: "
+                            f"{workflows.dataset_path(path).name})")
+        return path
 
     def close_review(self):
         """Release the sidecar's lock (the decisions are saved already)."""

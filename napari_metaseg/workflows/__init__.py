@@ -22,6 +22,7 @@ report                 :func:`report`                              ``report``
 warm the engine        :func:`warm_up_engine`                      panels, case commands
 OoD regions            :func:`find_ood`; over files :func:`ood_cases`  OoD panel, ``ood``
 train a region model   :func:`train_regions`                       ``train`` on region tables
+refit a region model   :func:`refit_regions`                       OoD panel, ``refit`` on region tables
 evaluation scores      :func:`scores` (:func:`scores_task`)        ``scores``
 image quality          :func:`image_rows`, :func:`train_quality`   ``quality``
 voxel error detection  :func:`error_detection`                     ``errors evaluate``
@@ -61,7 +62,7 @@ from .models import (
     save_model,
     train,
 )
-from .ood import OodResult, OodRun, find_ood, ood_cases, ood_task, train_regions
+from .ood import OodResult, OodRun, RegionRefit, find_ood, ood_cases, ood_task, refit_regions, train_regions
 from .quality import (
     ImageRows,
     QualityEvaluation,
@@ -96,6 +97,7 @@ __all__ = [
     "QualityEvaluation",
     "QualityModel",
     "RankResult",
+    "RegionRefit",
     "RunSummary",
     "ScoresResult",
     "TrainResult",
@@ -134,6 +136,7 @@ __all__ = [
     "rank_task",
     "refit",
     "refit_case",
+    "refit_regions",
     "report",
     "rescaled",
     "resolve_split",

@@ -31,6 +31,7 @@ __all__ = [
     "OOD_TABLE",
     "OodResult",
     "OodRun",
+    "RegionRefit",
     "annotation_file",
     "find_ood",
     "is_region_table",
@@ -38,6 +39,7 @@ __all__ = [
     "ood_settings",
     "ood_task",
     "read_annotation",
+    "refit_regions",
     "region_classifier_ood",
     "train_regions",
 ]
@@ -509,4 +511,248 @@ def train_regions(table, *, kind="lasso", random_state=0, ood=None, segmentation
             + (f"; leave-one-case-out AUROC of hit {auroc:.3f}" if auroc is not None else ""))
     seg = segmentation or _segmentation_record(ood_settings())
     return MetaModels(classifier=clf, segmentation=seg, ood=_ood_record(ood_settings(**(ood or {}))),
-                      note=note)
+                      note=note, dataset=_region_dataset(table))
+
+
+# ============================================================================================
+# Refitting the region model (the review loop)
+# ============================================================================================
+#: Case id of region rows that came without a ``case`` column.
+UNNAMED_CASE = "unnamed"
+#: The reviewer's decisions as ``hit`` labels (undecided regions are left out).
+DECISION_HIT = {"unknown": 1, "known": 0}
+
+
+def _region_dataset(table):
+    """The training regions as a :class:`~napari_metaseg.core.meta_dataset.MetaDataset` (every
+    row kept: ``min_interior`` 0), what :func:`~napari_metaseg.workflows.save_model` writes beside
+    the model as ``<name>.dataset.csv``, as it does for segment models."""
+    from ..core.meta_dataset import MetaDataset
+
+    if "case" not in table.columns:
+        table = table.assign(case=UNNAMED_CASE)
+    table = table.assign(case=table["case"].astype(str))
+    return MetaDataset.from_table(table[["case", *[c for c in table.columns if c != "case"]]], min_interior=0)
+
+
+@dataclass
+class RegionRefit:
+    """What :func:`refit_regions` did, besides the new models (``models``, a
+    :class:`~napari_metaseg.workflows.MetaModels` with the old ``ood`` record).
+
+    ``n_before`` / ``n_after``: regions the old and the new classifier were fitted on;
+    ``n_previous``: earlier training regions kept (0 when the model had none stored beside it);
+    ``n_decided`` (``n_unknown`` + ``n_known``): regions labelled by the reviewer's decisions;
+    ``n_from_tables``: labelled regions of new tables; ``n_replaced``: earlier training regions
+    replaced by a new label of the same case and index; ``added_cases``: cases new to the
+    training data; ``had_training_regions``: whether the old model's training regions were known
+    (False: fitted on the new regions only); ``note``: all of it in one line."""
+
+    models: object
+    n_before: int = 0
+    n_after: int = 0
+    n_previous: int = 0
+    n_decided: int = 0
+    n_unknown: int = 0
+    n_known: int = 0
+    n_from_tables: int = 0
+    n_replaced: int = 0
+    added_cases: list = field(default_factory=list)
+    had_training_regions: bool = True
+    note: str = ""
+
+
+def _same_regions(rec, settings, what, table):
+    """Refuse regions made otherwise than the model's threshold, measure or excluded classes;
+    returns their segmentation record (``settings["segmentation"]``, else from ``mode``)."""
+    from .models import segmentation_of
+
+    if settings is None or settings.get("threshold") is None or not settings.get("measure"):
+        raise ValueError(f"{what}: say how its regions were made (threshold, measure); use the region "
+                         "tables `napari-metaseg ood` writes (.parquet, settings in the file)")
+    keys = ("threshold", "measure", "exclude_classes")
+    made = _ood_record(ood_settings(**{k: settings.get(k) for k in keys}))
+    want = {"threshold": float(rec["threshold"]), "measure": rec["measure"],
+            "exclude_classes": sorted(rec.get("exclude_classes") or [])}
+    differ = [k for k in keys
+              if (not np.isclose(made[k], want[k]) if k == "threshold" else made[k] != want[k])]
+    if differ:
+        have = ", ".join(f"{k} = {made[k]}" for k in differ)
+        theirs = ", ".join(f"{k} = {want[k]}" for k in differ)
+        raise ValueError(f"{what} were made with {have}; the region model was trained on regions made with "
+                         f"{theirs}: make the regions again with the model's settings (`napari-metaseg ood "
+                         "--model MODEL`, or Find regions with the model loaded)")
+    if settings.get("segmentation"):
+        return settings["segmentation"]
+    return segmentation_of({"mode": settings.get("mode"), "slice_axis": settings.get("slice_axis"),
+                            "ignore_index": None}, table=table)
+
+
+def _decided_rows(case_id, table, decisions):
+    """The rows of one case's region table that carry a decision, with ``hit`` from it."""
+    bad = sorted({str(d) for d in decisions.values() if d is not None and d not in DECISION_HIT})
+    if bad:
+        raise ValueError(f"decisions must be one of {tuple(DECISION_HIT)} (or None), got {bad}")
+    labels = {int(k): DECISION_HIT[d] for k, d in decisions.items() if d is not None}
+    missing = sorted(set(labels) - set(table["index"].astype(int)))
+    if missing:
+        raise ValueError(f"decisions on regions {missing[:5]} that the region table of case {case_id} "
+                         "does not hold: find the regions again before refitting")
+    rows = table[table["index"].astype(int).isin(labels)]
+    rows = rows.drop(columns=[c for c in ("hit", "p_hit", "case") if c in rows.columns])
+    hit = rows["index"].astype(int).map(labels).to_numpy(np.int64)
+    return rows.assign(case=str(case_id), hit=hit)
+
+
+def refit_regions(models, *, table=None, settings=None, current=None, random_state=None):
+    """Job: refit a region model on its training regions plus newly labelled regions.
+
+    The review loop of the Unknown tab and ``napari-metaseg refit`` on region tables: the
+    model's training regions (kept beside the model file since region models store them, see
+    :func:`train_regions`) are extended by labelled regions; a region of the same case and
+    ``index`` as an earlier one replaces it. A new classifier of the same kind and settings is
+    fitted (the old one is not changed); it keeps the old model's ``ood`` record and
+    segmentation, and its provenance lists every fit, the last marked ``refit`` with the
+    counts of this one.
+
+    Parameters
+    ----------
+    models : MetaModels
+        A region model (with ``ood``); ``models.dataset`` holds its training regions (None: the
+        new regions only, said in the note).
+    table : pandas.DataFrame, optional
+        Region tables with ``hit`` and ``case`` (``napari-metaseg ood`` output).
+    settings : dict, optional
+        How ``table``'s regions were made (``threshold``, ``measure``, ``exclude_classes``,
+        optionally ``segmentation``); required with ``table``.
+    current : (case_id, region table, decisions, settings), optional
+        One case's regions and the reviewer's decisions ``{region index: "unknown" | "known" |
+        None}``: ``unknown`` becomes ``hit`` 1, ``known`` 0, undecided regions are left out
+        (a decision overrides an annotation's ``hit``); ``settings`` as for ``table``
+        (:func:`ood_settings` of the run that found the regions).
+    random_state : int, optional
+        Seed of the new classifier (default: the old one's).
+
+    Yields ``(fraction, stage)``; returns a :class:`RegionRefit`.
+
+    Raises
+    ------
+    ValueError
+        No region model; regions made with another threshold, heatmap, excluded classes or
+        segmentation than the model's; a table without ``hit`` or ``case``; no labelled region;
+        fewer than 10 regions or a single class of ``hit`` over old and new regions; features
+        that differ from the model's.
+
+    Example
+    -------
+    >>> job = refit_regions(models, current=("sub-02L", table, {3: "unknown"}, settings))  # doctest: +SKIP
+    >>> r = drain(job)  # doctest: +SKIP
+    >>> r.n_before, r.n_after  # doctest: +SKIP
+    (4254, 4255)
+    """
+    import copy
+
+    from sklearn.base import clone
+
+    from ..core.meta_model import MetaClassifier, check_columns
+    from .models import MetaModels, _merge_segmentation
+
+    rec = getattr(models, "ood", None)
+    old = getattr(models, "classifier", None)
+    if models is None or rec is None or old is None:
+        raise ValueError("no region model to refit: load one (a model `napari-metaseg train` fitted on the "
+                         "region tables of `napari-metaseg ood`) or train one first")
+    if not isinstance(old, MetaClassifier):
+        raise ValueError(f"the region model holds a {type(old).__name__}, not a MetaClassifier")
+    if table is None and current is None:
+        raise ValueError("no labelled regions: give region tables with a hit column or decide regions "
+                         "(Flag as unknown / Not OoD)")
+    features = [str(c) for c in old.feature_names_in_]
+    records = [models.segmentation]
+    parts = []
+    n_tables = n_unknown = n_known = 0
+    if table is not None:
+        if "hit" not in table.columns:
+            raise ValueError("the region tables have no hit column: refitting needs regions of cases with "
+                             "OoD annotations (an ood.<ext> file or ground-truth voxels of the OoD label)")
+        if "case" not in table.columns:
+            raise ValueError("the region tables have no case column: a region is known by its case and index "
+                             "(use the tables `napari-metaseg ood` writes)")
+        records.append(_same_regions(rec, settings, "the region tables", table))
+        t = table.drop(columns=[c for c in ("p_hit",) if c in table.columns])
+        t = t[np.isfinite(t["hit"].to_numpy(float))].assign(case=lambda d: d["case"].astype(str))
+        n_tables = len(t)
+        parts.append(t)
+    if current is not None:
+        case_id, case_table, decisions, case_settings = current
+        records.append(_same_regions(rec, case_settings, f"the regions of case {case_id}", case_table))
+        rows = _decided_rows(case_id, case_table, dict(decisions or {}))
+        n_unknown = int((rows["hit"] == 1).sum())
+        n_known = len(rows) - n_unknown
+        parts.append(rows)
+    seg = _merge_segmentation(records, "the model's regions and the new ones")
+    new = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not len(new):
+        raise ValueError("no labelled regions to refit on: decide at least one region (Flag as unknown / "
+                         "Not OoD) or give region tables with a hit column")
+    check_columns(old, new)
+    keep = ["case", "index", *(["slice"] if "slice" in new.columns else []), *features, "hit"]
+    # a region labelled twice (a table and a decision): the later label, the decision, wins
+    new = new[keep].drop_duplicates(["case", "index"], keep="last")
+    yield 0.1, f"{len(new)} labelled regions"
+
+    base = getattr(models, "dataset", None)
+    had = base is not None and len(base.cases) > 0
+    n_replaced = n_previous = 0
+    previous_cases = []
+    if had:
+        prev = base.table
+        check_columns(old, prev)
+        prev = prev.assign(case=prev["case"].astype(str))
+        previous_cases = list(base.cases)
+        key_new = pd.MultiIndex.from_frame(new[["case", "index"]].astype({"index": np.int64}))
+        key_old = pd.MultiIndex.from_frame(prev[["case", "index"]].astype({"index": np.int64}))
+        replaced = key_old.isin(key_new)
+        n_replaced = int(replaced.sum())
+        prev = prev.loc[~replaced, [c for c in keep if c in prev.columns]]
+        n_previous = len(prev)
+        both = pd.concat([prev, new], ignore_index=True)
+    else:
+        both = new.reset_index(drop=True)
+    hit = both["hit"].to_numpy().astype(np.int64)
+    if len(both) < 10:
+        raise ValueError(f"{len(both)} labelled regions (old and new); at least 10 are needed: decide more "
+                         "regions or add region tables with hit")
+    if np.unique(hit).size < 2:
+        which = "OoD (hit 1)" if hit[0] else "not OoD (hit 0)"
+        raise ValueError(f"every labelled region is {which}: a region classifier needs both kinds; decide "
+                         "regions of the other kind too")
+    yield 0.2, f"refitting on {len(both)} regions, {int(hit.sum())} OoD"
+    clf = clone(old)
+    if random_state is not None:
+        clf.set_params(random_state=random_state)
+    clf.fit(both, hit)
+    yield 0.9, "fitted"
+    record = clf.provenance_[-1]
+    record.update(refit=True, previous_cases=list(old.training_cases_),
+                  added_cases=[c for c in clf.training_cases_ if c not in old.training_cases_],
+                  dropped_cases=[c for c in old.training_cases_ if c not in clf.training_cases_],
+                  regions_before=int(old.n_segments_), regions_previous=int(n_previous),
+                  regions_replaced=n_replaced, regions_from_tables=int(n_tables),
+                  decided_unknown=n_unknown, decided_known=n_known)
+    clf.provenance_ = [*copy.deepcopy(old.provenance_), record]
+    added = [c for c in pd.unique(new["case"]) if c not in previous_cases]
+    kept_from = (f"{n_previous} earlier regions" if had
+                 else "the new regions only (no training regions beside the model)")
+    note = (f"refitted on {len(both)} regions of {both['case'].nunique()} case(s), {int(hit.sum())} OoD: "
+            f"{kept_from} + {len(new)} labelled ({n_unknown} unknown, {n_known} not OoD by decision, "
+            f"{len(new) - n_unknown - n_known} from tables; {n_replaced} replaced an earlier label); "
+            f"{old.n_segments_} -> {clf.n_segments_} regions")
+    out = MetaModels(classifier=clf, segmentation=seg, ood=dict(rec), note=note,
+                     dataset=_region_dataset(both))
+    yield 1.0, "refitted"
+    return RegionRefit(out, n_before=int(old.n_segments_), n_after=int(clf.n_segments_),
+                       n_previous=n_previous,
+                       n_decided=n_unknown + n_known, n_unknown=n_unknown, n_known=n_known,
+                       n_from_tables=len(new) - n_unknown - n_known, n_replaced=n_replaced,
+                       added_cases=added, had_training_regions=had, note=note)
