@@ -125,6 +125,8 @@ def stage_times(probs, gt, mode):
 
 
 def time_case(probs, gt, mode, repeat):
+    import numba
+
     from napari_metaseg.core import segment_metrics
 
     segment_metrics(probs, gt, mode=mode, slice_axis=-1)  # warm-up (JIT cache load)
@@ -132,7 +134,26 @@ def time_case(probs, gt, mode, repeat):
     runs = [stage_times(probs, gt, mode) for _ in range(repeat)]
     stages = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
     floor = _median_time(lambda: probs.sum(), max(repeat, 7))
-    return total, stages, floor
+    one = None
+    threads = numba.get_num_threads()
+    if threads > 1:  # how the engine scales: compute-bound work gains from every core, the floor does not
+        numba.set_num_threads(1)
+        try:
+            one = _median_time(lambda: segment_metrics(probs, gt, mode=mode, slice_axis=-1), repeat)
+        finally:
+            numba.set_num_threads(threads)
+    return total, stages, floor, one
+
+
+def time_heatmaps(probs, repeat):
+    """Seconds of the heatmaps alone (E, D, V) and of D and V only (no logarithms)."""
+    from napari_metaseg.core import dispersion_maps
+
+    out = {}
+    for measures in (("E", "D", "V"), ("D", "V")):
+        dispersion_maps(probs, measures=measures)
+        out[measures] = _median_time(lambda m=measures: dispersion_maps(probs, measures=m), repeat)
+    return out
 
 
 def time_reference(probs, gt, mode):
@@ -200,22 +221,27 @@ def main(argv=None):
             rows.append(f"| {label} | - | - | - | (no data at {BRAIN}) |")
             continue
         probs, gt = make_case(case)
-        total, stages, floor = time_case(probs, gt, mode, args.repeat)
+        total, stages, floor, one = time_case(probs, gt, mode, args.repeat)
         mem = measure_memory(case, mode)
         from napari_metaseg.core import segment_metrics
 
         n = len(segment_metrics(probs, gt, mode=mode, slice_axis=-1)[1])
         ref = time_reference(probs, gt, mode) if args.reference else None
         results[label] = {"total": total, "stages": stages, "floor": floor, "memory": mem,
-                          "segments": n, "reference": ref}
+                          "segments": n, "reference": ref, "one_thread": one}
         rows.append(f"| {label}, {n} segments | {total:.3f} | {total / floor:.1f} | "
                     f"{mem['extra'] / mem['nbytes']:.2f} | {floor * 1000:.1f} ms floor |")
-        details.append((label, stages, floor, total, ref))
+        details.append((label, stages, floor, total, ref, one))
         if case.startswith("image"):
             t_arg = _median_time(lambda p=probs: p.argmax(-1), args.repeat)
-            argmax_row = f"| numpy argmax of the {'x'.join(map(str, probs.shape))} map | {t_arg:.3f} | " \
-                         f"{t_arg / floor:.1f} | | |"
+            shape = "x".join(map(str, probs.shape))
+            argmax_row = f"| numpy argmax of the {shape} map | {t_arg:.3f} | {t_arg / floor:.1f} | | |"
             results["argmax"] = {"time": t_arg, "floor": floor}
+            maps = time_heatmaps(probs, args.repeat)
+            for measures, t in maps.items():
+                argmax_row += (f"\n| heatmaps {', '.join(measures)} alone (`dispersion_maps`) of the "
+                               f"{shape} map | {t:.3f} | {t / floor:.1f} | | |")
+            results["heatmaps"] = {",".join(k): v for k, v in maps.items()}
     if not args.no_coldstart:
         sys.path.insert(0, str(Path(__file__).parent))
         from bench_coldstart import cold_and_warm
@@ -230,9 +256,12 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     print("\n".join(rows))
     print("\nwhere the time goes (median s per stage of iter_segment_metrics, x floor):")
-    for label, stages, floor, total, ref in details:
+    for label, stages, floor, total, ref, one in details:
         parts = ", ".join(f"{k} {v:.3f} ({v / floor:.1f})" for k, v in stages.items())
         print(f"- {label}: {parts}")
+        if one is not None:
+            print(f"  with 1 numba thread: {one:.3f} s ({one / floor:.1f} x floor); "
+                  f"{numba.get_num_threads()} threads are {one / total:.2f} x as fast")
         if ref is not None:
             print(f"  straightforward implementation (tests/reference.py): {ref:.2f} s = "
                   f"{ref / total:.0f} x the engine")
