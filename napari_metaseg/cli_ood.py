@@ -26,7 +26,8 @@ from .cli import (
 
 
 def _add_ood_parser(sub):
-    p = sub.add_parser("ood", help="out-of-distribution candidate regions, rated by a region model",
+    p = sub.add_parser("ood", help="out-of-distribution candidate regions, rated by a region model "
+                                   "(resumable)",
                        description="Threshold a dispersion heatmap (default: entropy >= 0.5), take its "
                                    "connected regions as OoD candidates and describe each; with --model "
                                    "keep those the region meta classifier rates as OoD. Writes "
@@ -35,12 +36,15 @@ def _add_ood_parser(sub):
                                    "input's affine); for cases with OoD annotations (an ood.<ext> file in "
                                    "the case folder, <case>_ood.<ext> beside the softmax, else ground-truth "
                                    "voxels equal to --ood-label) the regions get a hit column and "
-                                   "DIR/ood_objects.csv / ood_pixels.csv the evaluation. `train` on "
-                                   "DIR/ood_regions.parquet fits a region model.")
+                                   "DIR/ood_objects.csv / ood_pixels.csv the evaluation (from the "
+                                   "per-case parts DIR/cases/<case>_ood_parts.npz). Cases already done "
+                                   "with the same settings, model and input files are skipped unless "
+                                   "--force; the combined table and the evaluation cover every done case. "
+                                   "`train` on DIR/ood_regions.parquet fits a region model.")
     p.add_argument("--model", metavar="MODEL",
                    help="region model file (`train` on region tables); its threshold, measure and "
                         "excluded classes are used")
-    _add_case_options(p, out_help="output folder", resumable=False)
+    _add_case_options(p, out_help="output folder", resumable=True)
     next(a for a in p._actions if a.dest == "out").metavar = "DIR"
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="candidates: heatmap >= T (default: the model's, else 0.5)")
@@ -60,6 +64,7 @@ def _add_ood_parser(sub):
 def _cmd_ood(args):
     from .core.meta_io import MetaModelFileError
     from .workflows import ood_cases
+    from .workflows.cases import OutputBusyError
 
     if args.model is not None and not Path(args.model).is_file():
         raise UsageError(f"model {args.model}: no such file")
@@ -74,15 +79,20 @@ def _cmd_ood(args):
     _warm_up(args, ood=True)
     try:
         run = _run(args, ood_cases(cases, _out_folder(args), settings, args.model, explicit=explicit,
-                                   **_run_options(args)), total=len(cases), desc="ood")
+                                   force=args.force, **_run_options(args)), total=len(cases), desc="ood")
     except MetaModelFileError as exc:
         raise UsageError(f"model {args.model}: {exc}") from None
+    except OutputBusyError:  # as for metrics: not a usage error, the folder is busy
+        raise
     except ValueError as exc:  # settings that do not fit the model (cases fail on their own)
         raise UsageError(str(exc)) from None
     s = run.settings
     kept = f", {run.n_kept} kept by the model (P >= {s['p_keep']:g})" if args.model else ""
-    _note(args, f"ood: {_cases(run.n_cases)}: {run.n_regions} candidate regions ({s['measure']} >= "
-                f"{s['threshold']:g}){kept}, {len(run.failed)} failed -> {run.combined}")
+    skipped = run.skipped
+    _note(args, f"ood: {_cases(run.n_cases)}: {run.computed} computed, {skipped} already done"
+                f"{' (use --force to recompute)' if skipped else ''}, {len(run.failed)} failed; "
+                f"{run.n_regions} candidate regions ({s['measure']} >= {s['threshold']:g}){kept} -> "
+                f"{run.combined}")
     if run.evaluation is not None:
         print(f"evaluation on {_cases(len(run.annotated))} with OoD annotations "
               f"(-> {run.out / 'ood_objects.csv'}, {run.out / 'ood_pixels.csv'}):\n")

@@ -39,6 +39,7 @@ from .segments import _find, _resolve_mode
 __all__ = [
     "OodCase",
     "OodEvaluation",
+    "PixelCounts",
     "evaluate_ood",
     "evaluation_from_parts",
     "object_counts",
@@ -543,6 +544,7 @@ def _candidate_rows(moved, idx, spatial):
 from .ood_evaluation import (  # noqa: E402
     OodCase,
     OodEvaluation,
+    PixelCounts,
     evaluate_ood,
     evaluation_from_parts,
     object_counts,

@@ -33,12 +33,15 @@ __all__ = [
     "OodRun",
     "RegionRefit",
     "annotation_file",
+    "case_parts_path",
     "find_ood",
     "is_region_table",
     "ood_cases",
+    "ood_done",
     "ood_settings",
     "ood_task",
     "read_annotation",
+    "read_parts",
     "refit_regions",
     "region_classifier_ood",
     "train_regions",
@@ -48,6 +51,12 @@ __all__ = [
 OOD_TABLE = "ood_regions.parquet"
 #: Suffix of the per-case region tables (``<out>/cases/<case>_ood.parquet``).
 CASE_SUFFIX = "_ood.parquet"
+#: Suffix of a case's evaluation parts (``<out>/cases/<case>_ood_parts.npz``, annotated cases).
+PARTS_SUFFIX = "_ood_parts.npz"
+#: Layout of the parts file; a resumed run recomputes cases whose record names another.
+PARTS_VERSION = 1
+#: The object counts a parts file holds, in this order (:func:`~napari_metaseg.core.ood.object_counts`).
+COUNT_FIELDS = ("n_regions", "kept", "tp", "fn", "fp", "n_objects", "id_voxels", "id_flagged")
 
 
 def ood_settings(*, threshold=0.5, measure="E", mode="auto", slice_axis=-1, exclude_classes=(),
@@ -241,7 +250,7 @@ def read_annotation(case, gt, settings):
     from ..io.cases import _read_plain, is_nifti
     from ..io.nifti import read_nifti
 
-    path = annotation_file(case)
+    path, source = _annotation_source(case, settings)
     if path is not None:
         if is_nifti(path):
             ood, _ = read_nifti(path)
@@ -251,10 +260,22 @@ def read_annotation(case, gt, settings):
         if ood.dtype != np.bool_ and ood.dtype.kind not in "iu":
             raise ValueError(f"{path}: an OoD annotation holds integers (0 = in distribution), "
                              f"got {ood.dtype}")
-        return ood, str(path)
+        return ood, source
     label = settings.get("ood_label")
     if gt is not None and label is not None:
         return np.asarray(gt) == label, f"ground truth == {label}"
+    return None, None
+
+
+def _annotation_source(case, settings):
+    """``(annotation file or None, where the annotation comes from or None)`` of a case, known
+    before its files are read (a resumed run compares it with the record)."""
+    path = annotation_file(case)
+    if path is not None:
+        return path, str(path)
+    label = settings.get("ood_label")
+    if case.gt is not None and label is not None:
+        return None, f"ground truth == {label}"
     return None, None
 
 
@@ -263,26 +284,174 @@ def case_ood_path(out_dir, case_name) -> Path:
     return Path(out_dir) / "cases" / f"{case_name}{CASE_SUFFIX}"
 
 
-def ood_task(case, out_dir, settings: dict, model=None) -> dict:
-    """OoD regions of one case file: writes its region table and a map of the kept regions.
+def case_parts_path(out_dir, case_name) -> Path:
+    """``<out_dir>/cases/<case>_ood_parts.npz``: the evaluation parts of an annotated case."""
+    return Path(out_dir) / "cases" / f"{case_name}{PARTS_SUFFIX}"
 
-    Writes ``<out_dir>/cases/<case>_ood.parquet`` (the region table with ``case``, ``hit`` when
-    the case has an annotation, ``p_hit`` with a model; the settings in the file's metadata)
-    and ``<out_dir>/maps/<case>_ood_regions.nii.gz`` with the input's affine for NIfTI input
+
+def case_map_path(out_dir, case) -> Path:
+    """``<out_dir>/maps/<case>_ood_regions.nii.gz`` for NIfTI input, ``.npy`` otherwise."""
+    from ..io.cases import is_nifti
+
+    ext = ".nii.gz" if is_nifti(case.softmax) else ".npy"
+    return Path(out_dir) / "maps" / f"{case.name}_ood_regions{ext}"
+
+
+def parts_bytes(pixels, counts) -> bytes:
+    """The content of a parts file: ``pixels`` (:class:`~napari_metaseg.core.ood.PixelCounts`)
+    and ``counts`` (``{keep: object_counts}``) as a compressed ``.npz`` of plain arrays
+    (no Python objects: read back with ``allow_pickle=False``)."""
+    import io
+
+    arrays = {"format": np.array([PARTS_VERSION], np.int64),
+              "measures": np.array(list(pixels.measures), dtype=str),
+              "count_keys": np.array(list(counts), dtype=str),
+              "count_fields": np.array(COUNT_FIELDS, dtype=str),
+              "counts": np.array([[int(c[f]) for f in COUNT_FIELDS] for c in counts.values()],
+                                 np.int64).reshape(len(counts), len(COUNT_FIELDS))}
+    for i, (values, n_ood, n_in) in enumerate(pixels.measures.values()):
+        arrays[f"values_{i}"] = values
+        arrays[f"n_ood_{i}"] = n_ood
+        arrays[f"n_in_{i}"] = n_in
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def read_parts(path):
+    """The evaluation parts of a case, ``(PixelCounts, {keep: object_counts})``, checked.
+
+    Raises
+    ------
+    ValueError
+        A file that is missing, not an ``.npz`` of plain arrays (nothing is unpickled), of
+        another layout version, or whose arrays have other names, shapes or dtypes, negative or
+        inconsistent counts (what a damaged or foreign file gives): the case is then computed
+        again.
+    """
+    from ..core.ood import PixelCounts
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # whatever a damaged zip raises (BadZipFile, zlib.error, EOFError, ...)
+        raise ValueError(f"{path.name}: not a readable parts file ({type(exc).__name__}: {exc})") from None
+    try:
+        fmt = arrays.get("format")
+        if fmt is None or fmt.shape != (1,) or fmt.dtype.kind not in "iu" or int(fmt[0]) != PARTS_VERSION:
+            raise ValueError(f"layout {None if fmt is None else fmt.tolist()}, expected [{PARTS_VERSION}]")
+        names = arrays.get("measures")
+        if names is None or names.dtype.kind != "U" or names.ndim != 1:
+            raise ValueError("no list of heatmaps")
+        expected = {"format", "measures", "count_keys", "count_fields", "counts",
+                    *(f"{w}_{i}" for i in range(names.size) for w in ("values", "n_ood", "n_in"))}
+        if set(arrays) != expected:
+            raise ValueError(f"arrays {sorted(arrays)}, expected {sorted(expected)}")
+        pixels = PixelCounts({str(m): (arrays[f"values_{i}"], arrays[f"n_ood_{i}"], arrays[f"n_in_{i}"])
+                              for i, m in enumerate(names)})
+        keys, fields, table = arrays["count_keys"], arrays["count_fields"], arrays["counts"]
+        if keys.dtype.kind != "U" or keys.ndim != 1 or not set(keys.tolist()) <= {"all", "meta"} \
+                or len(set(keys.tolist())) != keys.size:
+            raise ValueError(f"count keys {keys.tolist()}, expected 'all' and optionally 'meta'")
+        if fields.dtype.kind != "U" or tuple(fields.tolist()) != COUNT_FIELDS:
+            raise ValueError(f"count fields {fields.tolist()}, expected {list(COUNT_FIELDS)}")
+        if table.dtype.kind not in "iu" or table.shape != (keys.size, len(COUNT_FIELDS)):
+            raise ValueError(f"counts of dtype {table.dtype} and shape {table.shape}")
+        counts = {}
+        for key, row in zip(keys.tolist(), table.tolist(), strict=True):
+            c = dict(zip(COUNT_FIELDS, (int(v) for v in row), strict=True))
+            if min(c.values()) < 0 or c["tp"] + c["fn"] != c["n_objects"] or c["kept"] > c["n_regions"] \
+                    or c["id_flagged"] > c["id_voxels"]:
+                raise ValueError(f"inconsistent counts {c}")
+            counts[key] = c
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path.name}: damaged parts file: {exc}") from None
+    return pixels, counts
+
+
+def _fingerprint(path):
+    from .cases import input_fingerprint
+
+    return input_fingerprint(path) if path is not None and Path(path).is_file() else None
+
+
+def _case_record(case, settings: dict) -> dict:
+    """What a case's region table records besides the outcome: the request and its files."""
+    return {**settings, "softmax": str(case.softmax), "gt": None if case.gt is None else str(case.gt),
+            "annotation": _annotation_source(case, settings)[1], "parts_version": PARTS_VERSION}
+
+
+def ood_done(out_dir, case, settings: dict) -> bool:
+    """Whether a case's region table, map and (annotated cases) evaluation parts exist and were
+    made with ``settings`` (threshold, measure, excluded classes, mode, slice axis, p_keep,
+    OoD label, model file and its sha256, ...) from the same files holding the same content
+    (softmax, ground truth, annotation file: size and SHA-256), and the outputs are those the
+    task wrote (map and parts: size and SHA-256; the parts file also read back and checked)."""
+    from ..io.results import read_settings
+    from .cases import _same_content, input_fingerprint
+
+    stored = read_settings(case_ood_path(out_dir, case.name))
+    if not stored:
+        return False
+    try:
+        expected = _case_record(case, settings)
+    except (OSError, ValueError):  # e.g. two annotation files: the task says so
+        return False
+    if {k: stored.get(k) for k in expected} != expected:
+        return False
+    inputs, outputs = stored.get("inputs"), stored.get("outputs")
+    if not isinstance(inputs, dict) or not isinstance(outputs, dict):
+        return False
+    try:
+        now = {"softmax": input_fingerprint(case.softmax), "gt": input_fingerprint(case.gt),
+               "ood": input_fingerprint(annotation_file(case))}
+    except (OSError, ValueError):  # a file gone or unreadable: the task reports it
+        return False
+    if not all(_same_content(inputs.get(k), now[k]) for k in now):
+        return False
+    if not _same_content(outputs.get("map"), _fingerprint(case_map_path(out_dir, case))):
+        return False
+    parts = case_parts_path(out_dir, case.name)
+    if expected["annotation"] is None:
+        return outputs.get("parts") is None
+    if not _same_content(outputs.get("parts"), _fingerprint(parts)):
+        return False
+    try:
+        read_parts(parts)
+    except ValueError:
+        return False
+    return True
+
+
+def ood_task(case, out_dir, settings: dict, model=None) -> dict:
+    """OoD regions of one case file: writes its region table, a map of the kept regions and,
+    for an annotated case, its evaluation parts.
+
+    Writes ``<out_dir>/maps/<case>_ood_regions.nii.gz`` with the input's affine for NIfTI input
     (``.npy`` otherwise): the ids of the kept regions (all candidates without a model; float32
-    for NIfTI, int32 for ``.npy``), 0 elsewhere. ``model``: a region model file (what Dask
-    workers are sent) or a ``MetaModels``.
+    for NIfTI, int32 for ``.npy``), 0 elsewhere; for a case with an annotation
+    ``<out_dir>/cases/<case>_ood_parts.npz`` (:func:`parts_bytes`: per heatmap the distinct values
+    inside the candidate mask with their numbers of OoD and in-distribution voxels, and the
+    object counts); last ``<out_dir>/cases/<case>_ood.parquet`` (the region table with ``case``,
+    ``hit`` when the case has an annotation, ``p_hit`` with a model), whose metadata records
+    the settings, the fingerprints of the input files and of the map and parts written
+    (:func:`ood_done`). ``model``: a region model file (what Dask workers are sent) or a
+    ``MetaModels``.
 
     Returns ``n_regions``, ``n_kept``, ``annotation`` (where it came from, or None) and, with
-    an annotation, the evaluation parts: ``counts`` (``{keep: object_counts}``) and ``pixels``
-    (OoD flags and heatmap values inside the candidate mask).
+    an annotation, ``counts`` (``{keep: object_counts}``).
     """
-    from ..core.atomic import atomic_path
-    from ..core.ood import object_counts, ood_objects
+    from ..core.atomic import atomic_path, atomic_write_bytes
+    from ..core.ood import PixelCounts, object_counts, ood_objects
     from ..io.cases import is_nifti, read_case
     from ..io.results import write_nifti_like, write_table
+    from .cases import input_fingerprint
     from .models import load_model
 
+    # fingerprints before reading: a file rewritten meanwhile then differs from the record
+    inputs = {"softmax": input_fingerprint(case.softmax), "gt": input_fingerprint(case.gt),
+              "ood": input_fingerprint(annotation_file(case))}
     probs, gt, affine = read_case(case, class_axis=settings.get("class_axis", -1))
     ood, source = read_annotation(case, gt, settings)
     classifier = None
@@ -304,24 +473,31 @@ def ood_task(case, out_dir, settings: dict, model=None) -> dict:
         counts = {"all": object_counts(ids, objects, mask=result.mask)}
         if classifier is not None:
             counts["meta"] = object_counts(ids, objects, keep=result.kept, mask=result.mask)
-        keep = np.ones(ids.shape, bool) if result.mask is None else result.mask
         out["counts"] = counts
-        out["pixels"] = ((ood != 0)[keep], {m: result.maps[m][keep] for m in ("E", "D", "V")})
+        pixels = PixelCounts.from_voxels({m: result.maps[m] for m in ("E", "D", "V")}, ood, mask=result.mask)
     kept = result.kept
     out["n_kept"] = int(kept.sum())
     lut = np.zeros(len(table) + 1, np.int32)
     lut[1:][kept] = table["index"].to_numpy(np.int32)[kept]
     values = lut[ids]
-    maps_dir = Path(out_dir) / "maps"
+    map_path = case_map_path(out_dir, case)
     if is_nifti(case.softmax):
-        write_nifti_like(values.astype(np.float32), affine, maps_dir / f"{case.name}_ood_regions.nii.gz",
-                         like=case.softmax)
+        write_nifti_like(values.astype(np.float32), affine, map_path, like=case.softmax)
     else:
-        with atomic_path(maps_dir / f"{case.name}_ood_regions.npy") as tmp, open(tmp, "wb") as f:
+        with atomic_path(map_path) as tmp, open(tmp, "wb") as f:
             np.save(f, values)
-    recorded = {**settings, "softmax": str(case.softmax), "annotation": source,
+    parts_path = case_parts_path(out_dir, case.name)
+    if ood is not None:
+        atomic_write_bytes(parts_path, parts_bytes(pixels, counts))
+    else:  # left by a run with an annotation: not this case's any more
+        parts_path.unlink(missing_ok=True)
+    outputs = {"map": input_fingerprint(map_path),
+               "parts": input_fingerprint(parts_path) if ood is not None else None}
+    recorded = {**settings, "softmax": str(case.softmax), "gt": None if case.gt is None else str(case.gt),
+                "annotation": source, "parts_version": PARTS_VERSION, "inputs": inputs, "outputs": outputs,
                 "segmentation": _segmentation_record(settings, ids.ndim), "table": "ood_regions",
-                "model": None if model is None else str(getattr(model, "path", model))}
+                "model": settings.get("model", None if model is None else str(getattr(model, "path", model)))}
+    # the table last: it marks the case done, and its record vouches for the map and parts
     write_table(with_case(table, case.name), case_ood_path(out_dir, case.name), settings=recorded)
     return out
 
@@ -329,8 +505,9 @@ def ood_task(case, out_dir, settings: dict, model=None) -> dict:
 @dataclass
 class OodRun:
     """What :func:`ood_cases` did: the output folder, cases done and failed (``[(case,
-    error)]``), the combined region table's path, candidates and kept regions over all cases,
-    the cases with annotations and, when there are any, the :class:`OodEvaluation`."""
+    error)]``), the combined region table's path, candidates and kept regions over all done
+    cases, the cases with annotations and, when there are any, the :class:`OodEvaluation`;
+    ``computed`` / ``skipped``: cases computed by this run / already done and skipped."""
 
     out: Path
     n_cases: int
@@ -341,11 +518,17 @@ class OodRun:
     annotated: list = field(default_factory=list)
     evaluation: object = None
     settings: dict = field(default_factory=dict)
+    computed: int = 0
+    skipped: int = 0
 
 
-def ood_cases(cases, out_dir, settings, model=None, *, explicit=(), workers=None, scheduler=None,
+#: The evaluation files of an ``ood`` run (object level, pixel level).
+EVALUATION_FILES = ("ood_objects.csv", "ood_pixels.csv")
+
+
+def ood_cases(cases, out_dir, settings, model=None, *, explicit=(), force=False, workers=None, scheduler=None,
               threads=None):
-    """Job: OoD regions of every case (:func:`ood_task`), combined and evaluated.
+    """Job: OoD regions of every case (:func:`ood_task`), combined and evaluated; resumable.
 
     Writes the per-case files of :func:`ood_task`, ``<out_dir>/ood_regions.parquet`` (every done
     case, with a ``case`` column; ``napari-metaseg train`` fits a region model on it when it
@@ -356,12 +539,23 @@ def ood_cases(cases, out_dir, settings, model=None, *, explicit=(), workers=None
     excluded classes are used, and its segmentation mode; the settings named in ``explicit``,
     set by the user, must agree with the model's, see :func:`region_classifier_ood`).
 
+    Cases already done (:func:`ood_done`: same settings, same model file content, same input
+    files) are skipped unless ``force``; the combined table and the evaluation are rebuilt
+    from the files of every done case, skipped or computed, so a resumed run writes what a
+    fresh one would. One run per output folder at a time (its lock, as for ``metrics``).
+
     Yields ``(fraction, stage)``; returns an :class:`OodRun`.
+
+    Raises
+    ------
+    OutputBusyError
+        Another run is writing to ``out_dir``.
+    ValueError
+        Settings that do not fit the model, an output path that is not a folder.
     """
-    from ..core.atomic import remove_leftovers
-    from ..core.ood import evaluation_from_parts
-    from ..io.results import write_failed_csv, write_table
-    from .models import load_model
+    from ..io.locks import release_lock
+    from .cases import RUN_LOCK, _lock_output
+    from .models import _sha256, load_model
 
     settings = ood_settings(**settings)
     out_dir = Path(out_dir)
@@ -379,51 +573,89 @@ def ood_cases(cases, out_dir, settings, model=None, *, explicit=(), workers=None
         settings["mode"] = mode or "auto"
         settings["slice_axis"] = -1 if axis is None else int(axis)
         model_arg = str(Path(model).resolve())
+    # a model rewritten at the same path recomputes every case
+    settings = {**settings, "model": model_arg,
+                "model_sha256": None if model_arg is None else _sha256(model_arg)}
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out_dir / "cases")
-    remove_leftovers(out_dir)
-    cases = list(cases)
-    results = yield from over_cases(ood_task, cases, (out_dir, settings, model_arg), workers=workers,
+    token = _lock_output(out_dir, "ood")
+    try:
+        return (yield from _ood_cases_locked(list(cases), out_dir, settings, model_arg, force=force,
+                                             workers=workers, scheduler=scheduler, threads=threads))
+    finally:  # also when the job is cancelled (GeneratorExit) or fails
+        release_lock(out_dir / RUN_LOCK, token)
+
+
+def _ood_cases_locked(cases, out_dir, settings, model_arg, *, force, workers, scheduler, threads):
+    from ..core.atomic import remove_leftovers
+    from ..core.ood import evaluation_from_parts
+    from ..io.results import read_settings, write_failed_csv, write_table
+
+    # under the run lock: no other run of this folder is writing, only killed runs left these
+    for folder in (out_dir / "cases", out_dir / "maps", out_dir):
+        if folder.is_dir():
+            remove_leftovers(folder)
+    todo = [c for c in cases if force or not ood_done(out_dir, c, settings)]
+    skipped = len(cases) - len(todo)
+    if skipped:
+        yield 0.0, f"ood: {skipped} of {len(cases)} case(s) already done, skipped"
+    results = yield from over_cases(ood_task, todo, (out_dir, settings, model_arg), workers=workers,
                                     scheduler=scheduler, threads=threads, what="ood")
     failed = [(r["case"], r["error"]) for r in results if r["status"] != "done"]
-    done = [r for r in results if r["status"] == "done"]
-    run = OodRun(out_dir, len(cases), failed, settings=settings)
-    run.n_regions = sum(r["n_regions"] for r in done)
-    run.n_kept = sum(r["n_kept"] for r in done)
-    paths = [case_ood_path(out_dir, r["case"]) for r in done]
-    if paths:
-        from ..io.results import read_settings
+    failed_names = {c for c, _ in failed}
+    run = OodRun(out_dir, len(cases), failed, settings=settings, skipped=skipped,
+                 computed=len(results) - len(failed))
+    # every done case from its files, whether this run computed it or an earlier one
+    tables, records, parts = [], [], []
+    for case in cases:
+        path = case_ood_path(out_dir, case.name)
+        if case.name in failed_names or not path.is_file():
+            continue
+        record = read_settings(path) or {}
+        part = None
+        if record.get("annotation") is not None:
+            try:
+                part = read_parts(case_parts_path(out_dir, case.name))
+            except ValueError as exc:  # changed since it was checked (only by hand: the folder is locked)
+                run.failed.append((case.name, f"{exc}; run again to recompute the case"))
+                continue
+        tables.append(pd.read_parquet(path))
+        records.append(record)
+        parts.append((case.name, part))
+    for t in tables:
+        run.n_regions += len(t)
+        kept = t["p_hit"].to_numpy(float) >= settings["p_keep"] if "p_hit" in t else np.ones(len(t), bool)
+        run.n_kept += int(kept.sum())
+    if tables:
         from .models import _merge_segmentation
 
         try:  # the cases' resolved modes (auto: 2d for images, 3d for volumes)
-            seg = _merge_segmentation([(read_settings(p) or {}).get("segmentation") for p in paths],
-                                      "the cases")
+            seg = _merge_segmentation([r.get("segmentation") for r in records], "the cases")
         except ValueError:  # images and volumes in one auto run: nothing to record
             seg = None
-        run.combined = write_table(pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True),
-                                   out_dir / OOD_TABLE,
+        run.combined = write_table(pd.concat(tables, ignore_index=True), out_dir / OOD_TABLE,
                                    settings={**settings, "segmentation": seg, "table": "ood_regions",
                                              "model": model_arg})
-    annotated = [r for r in done if r.get("counts") is not None]
-    run.annotated = [r["case"] for r in annotated]
+    annotated = [(name, part) for name, part in parts if part is not None]
+    run.annotated = [name for name, _ in annotated]
     if annotated:
         counts = {}
-        for r in annotated:
-            for keep, c in r["counts"].items():
+        for _, (_, case_counts) in annotated:
+            for keep, c in case_counts.items():
                 key = (settings["threshold"], keep)
                 counts[key] = c if key not in counts else {k: counts[key][k] + c[k] for k in c}
-        label = np.concatenate([r["pixels"][0] for r in annotated])
-        values = {m: np.concatenate([r["pixels"][1][m] for r in annotated]) for m in ("E", "D", "V")}
-        ev = evaluation_from_parts((label, values), counts, n_cases=len(annotated),
+        ev = evaluation_from_parts([pixels for _, (pixels, _) in annotated], counts, n_cases=len(annotated),
                                    p_threshold=settings["p_keep"])
         run.evaluation = ev
         from ..core.csv_safe import write_csv  # atomic; no cell starts a spreadsheet formula
 
-        for name, frame in (("ood_objects.csv", ev.objects), ("ood_pixels.csv", ev.pixel)):
+        for name, frame in zip(EVALUATION_FILES, (ev.objects, ev.pixel), strict=True):
             write_csv(frame, out_dir / name)
+    else:  # an evaluation of an earlier run would pass for this one's
+        for name in EVALUATION_FILES:
+            (out_dir / name).unlink(missing_ok=True)
     failed_csv = out_dir / "failed.csv"
-    if failed:
-        write_failed_csv(failed_csv, failed)
+    if run.failed:
+        write_failed_csv(failed_csv, run.failed)
     else:
         failed_csv.unlink(missing_ok=True)
     return run
