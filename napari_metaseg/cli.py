@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="MODEL", help="model file (.json or .json.gz)")
     p.add_argument("--kind", default="auto", choices=("auto", *MODEL_PAIRS),
                    help="auto (default) = the segmentation mode's defaults: 2D and slice-wise linear, 3D "
-                        "logistic classifier + LASSO regressor with every segment (min interior 0); "
+                        "logistic classifier + gradient-boosting regressor with every segment "
+                        "(min interior 0); "
                         "linear = L1 logistic classifier + linear regression (the paper's pair); "
                         "lasso = L1 for both; logistic = unpenalised logistic + linear; "
                         "gbm = gradient boosting for both")

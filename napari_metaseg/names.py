@@ -43,7 +43,7 @@ MODEL_PAIRS = {
 #: whole-volume segments are mostly specks without interior, so 3D keeps them (min_interior 0)
 #: and uses the kinds that transfer best to a new subject there.
 DEFAULT_TRAINING = {"2d": ("lasso", "linear", 1), "slices": ("lasso", "linear", 1),
-                    "3d": ("logistic", "lasso", 0)}
+                    "3d": ("logistic", "gbm", 0)}
 #: Columns a meta model adds to a metrics table: P(IoU_adj = 0) and the predicted IoU_adj.
 PREDICTION_COLUMNS = ("p_iou0", "iou_adj_pred")
 #: Ground-truth columns broadcast to every segment of a table measured with ground truth: the

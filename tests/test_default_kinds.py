@@ -35,7 +35,7 @@ def test_every_mode_has_valid_defaults():
         assert clf in CLASSIFIER_KINDS and reg in REGRESSOR_KINDS and mi >= 0
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("3d", ("logistic", "lasso", 0)),
+@pytest.mark.parametrize(("mode", "expected"), [("3d", ("logistic", "gbm", 0)),
                                                  ("slices", ("lasso", "linear", 1)),
                                                  ("2d", ("lasso", "linear", 1)),
                                                  (None, ("lasso", "linear", 1))])
@@ -46,8 +46,8 @@ def test_default_training_per_mode(mode, expected):
 
 
 def test_given_settings_win_over_the_defaults():
-    c = wf.default_training({"mode": "3d"}, classifier_kind="gbm", min_interior=2)
-    assert (c["classifier_kind"], c["regressor_kind"], c["min_interior"]) == ("gbm", "lasso", 2)
+    c = wf.default_training({"mode": "3d"}, classifier_kind="lasso", min_interior=2)
+    assert (c["classifier_kind"], c["regressor_kind"], c["min_interior"]) == ("lasso", "gbm", 2)
     assert c["defaulted"] == ["regressor_kind"]
     # 0 is a setting, not "missing"
     assert wf.default_training({"mode": "slices"}, min_interior=0)["min_interior"] == 0
@@ -56,7 +56,7 @@ def test_given_settings_win_over_the_defaults():
 def test_3d_training_keeps_every_segment_and_records_the_choice(tmp_path):
     t = _table()
     r = drain(wf.train(table=(t, _seg("3d")), n_splits=0))
-    assert (r.classifier.kind, r.regressor.kind) == ("logistic", "lasso")
+    assert (r.classifier.kind, r.regressor.kind) == ("logistic", "gbm")
     # min interior 0: the segments without interior are trained on too
     assert r.classifier.n_segments_ == int(np.isfinite(t["iou_adj"]).sum())
     path = wf.save_model(tmp_path / "m.json.gz", r)
@@ -64,7 +64,7 @@ def test_3d_training_keeps_every_segment_and_records_the_choice(tmp_path):
     for model in loaded.pair:
         rec = model.provenance_[-1]["defaults"]
         assert rec["mode"] == "3d" and rec["min_interior"] == 0
-        assert (rec["classifier_kind"], rec["regressor_kind"]) == ("logistic", "lasso")
+        assert (rec["classifier_kind"], rec["regressor_kind"]) == ("logistic", "gbm")
     assert loaded.dataset.min_interior == 0
 
 

@@ -65,10 +65,18 @@ def test_classifier_separates_a_separable_set(separable, kind):
     proba = clf.predict_proba(separable)
     assert proba.shape == (len(separable), 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert clf.classes_.tolist() == [0, 1]
+    if kind == "lasso":
+        # the penalty chosen by cross-validated log-loss shrinks the entropy's weight a little:
+        # one of 400 segments, at E = 0.5 +- 0.005, lands on the wrong side
+        assert mm._auroc(y, proba[:, 1]) > 0.9999
+        assert clf.score(separable, y) >= 0.995
+        wrong = clf.predict(separable) != y
+        assert np.all(np.abs(separable["E"].to_numpy()[wrong] - 0.5) < 0.01)
+        return
     assert mm._auroc(y, proba[:, 1]) == 1.0
     assert clf.score(separable, y) == 1.0
     np.testing.assert_array_equal(clf.predict(separable), y)
-    assert clf.classes_.tolist() == [0, 1]
 
 
 def test_target_from_table_equals_explicit_y_and_skips_nan_rows(table):
@@ -365,3 +373,49 @@ def test_parameter_validation(table):
     t["iou_adj"] = t["iou_adj"].astype(float)
     with pytest.raises(ValueError, match="y contains NaN"):
         MetaRegressor().fit(t, np.full(len(t), np.nan))
+
+
+# --------------------------------------------------------------------------------------------
+# folds that choose the LASSO strength
+# --------------------------------------------------------------------------------------------
+def _covers_once(folds, n):
+    val = np.concatenate([va for _, va in folds])
+    assert np.array_equal(np.sort(val), np.arange(n))  # every row validated exactly once
+    for tr, va in folds:
+        assert not set(tr) & set(va) and len(tr) + len(va) == n
+
+
+def test_strength_folds_keep_cases_whole():
+    rng = np.random.default_rng(0)
+    cases = np.repeat([f"c{i}" for i in range(7)], 30)
+    y = (rng.random(cases.size) < 0.3).astype(float)
+    folds = MetaClassifier(random_state=0)._inner_folds(cases.size, y, cases, 0)
+    assert len(folds) == 5
+    _covers_once(folds, cases.size)
+    for tr, va in folds:
+        assert not set(cases[tr]) & set(cases[va])  # a case is on one side only
+    # three cases: three folds, one case each
+    few = cases[:90]
+    folds = MetaRegressor(random_state=0)._inner_folds(few.size, None, few, 0)
+    assert sorted(len(set(few[va])) for _, va in folds) == [1, 1, 1]
+
+
+def test_strength_folds_of_segments_are_stratified_and_shrink_with_the_minority():
+    y = np.r_[np.ones(97), np.zeros(3)]
+    folds = MetaClassifier()._inner_folds(100, y, np.array(["a"] * 50 + ["b"] * 50), 1)
+    assert len(folds) == 3  # only 3 minority segments: 3 folds, one in each validation part
+    _covers_once(folds, 100)
+    assert all(y[va].min() == 0 and set(y[tr]) == {0.0, 1.0} for tr, va in folds)
+    assert MetaClassifier()._inner_folds(100, np.r_[np.ones(99), 0.0], None, 1) is None
+    reg = MetaRegressor()._inner_folds(12, None, None, 3)
+    assert len(reg) == 5
+    _covers_once(reg, 12)
+
+
+def test_strength_selection_is_reproducible_and_seed_dependent_only_through_the_folds():
+    t = synthetic_metrics_table(600, random_state=2)
+    a = MetaClassifier(kind="lasso", random_state=4).fit(t)
+    b = MetaClassifier(kind="lasso", random_state=4).fit(t)
+    assert a.lambda_ == b.lambda_ and np.array_equal(a.coef_, b.coef_)
+    r = MetaRegressor(kind="lasso", random_state=4).fit(t)
+    assert r.lambda_ == MetaRegressor(kind="lasso", random_state=4).fit(t).lambda_

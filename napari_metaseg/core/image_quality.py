@@ -263,7 +263,7 @@ def fit_image_regressor(features: pd.DataFrame, target, *, kind: str = "lasso", 
     columns : sequence of str, optional
         Feature columns; e.g. :data:`BASELINE_FEATURES` for the size-and-count baseline.
     random_state : int, optional
-        Seed of the LASSO's inner split and of the boosting.
+        Seed of the LASSO's cross-validation folds and of the boosting.
 
     Returns
     -------

@@ -20,7 +20,7 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -55,8 +55,8 @@ MIN_SEGMENTS = 10
 N_LAMBDAS = 12
 #: Weakest / strongest regularisation of the selection grid.
 LAMBDA_RATIO = 1e-3
-#: Share of the training segments held out to select the LASSO strength.
-INNER_VALIDATION = 0.25
+#: Cross-validation folds that select the LASSO strength (mean validation loss over the folds).
+INNER_FOLDS = 5
 
 _SKLEARN_VERSION = tuple(int(p) for p in sklearn.__version__.split(".")[:2] if p.isdigit())
 
@@ -242,23 +242,29 @@ class _MetaEstimator(BaseEstimator):
         }
         self.provenance_ = [record]
 
-    def _inner_split(self, n, y_cls, cases, rs):
-        """Indices (train, validation) used to select a LASSO strength, or None."""
+    def _inner_folds(self, n, y_cls, cases, rs):
+        """Cross-validation folds ``[(train, validation), ...]`` that select a LASSO strength, or None.
+
+        :data:`INNER_FOLDS` folds of whole cases when the table has at least 3 cases (as many folds
+        as cases when fewer than that), else of segments (stratified by class for a classifier);
+        a classifier's folds keep both classes in every training part. None when a classifier has
+        fewer than 2 segments of a class.
+        """
         idx = np.arange(n)
         if cases is not None and len(np.unique(cases)) >= 3:
-            splitter = GroupShuffleSplit(n_splits=1, test_size=INNER_VALIDATION, random_state=rs)
-            tr, va = next(splitter.split(idx, groups=cases))
-            if y_cls is None or (len(np.unique(y_cls[tr])) == 2 and len(np.unique(y_cls[va])) == 2):
-                return tr, va
-        if y_cls is not None:
-            counts = np.bincount(y_cls.astype(np.int64), minlength=2)
-            if counts.min() < 2:
-                return None
-            splitter = StratifiedShuffleSplit(n_splits=1, test_size=INNER_VALIDATION,
-                                              random_state=rs)
-            return next(splitter.split(idx, y_cls))
-        splitter = ShuffleSplit(n_splits=1, test_size=INNER_VALIDATION, random_state=rs)
-        return next(splitter.split(idx))
+            k = min(INNER_FOLDS, len(np.unique(cases)))
+            folds = list(GroupKFold(n_splits=k, shuffle=True, random_state=rs).split(idx, groups=cases))
+            if y_cls is not None:
+                folds = [(tr, va) for tr, va in folds if len(np.unique(y_cls[tr])) == 2]
+            if len(folds) >= 2:
+                return folds
+        if y_cls is None:
+            return list(KFold(n_splits=min(INNER_FOLDS, n), shuffle=True, random_state=rs).split(idx))
+        counts = np.bincount(y_cls.astype(np.int64), minlength=2)
+        if counts.min() < 2:
+            return None
+        k = int(min(INNER_FOLDS, counts.min()))
+        return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=rs).split(idx, y_cls))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -279,13 +285,14 @@ class MetaClassifier(ClassifierMixin, _MetaEstimator):
     Parameters
     ----------
     kind : {"lasso", "logistic", "gbm"}, default "lasso"
-        ``"lasso"``: L1-penalised logistic regression; the penalty is chosen by validation
-        log-loss on an inner split (25 % of the cases when the table has >= 3 cases, of the
-        segments otherwise) among 12 strengths, then the model is refitted on all data.
+        ``"lasso"``: L1-penalised logistic regression; the penalty is chosen among 12
+        strengths by the validation log-loss of 5-fold cross-validation (folds of whole cases
+        when the table has >= 3 cases, stratified folds of segments otherwise), then the model
+        is refitted on all data.
         ``"logistic"``: unpenalised logistic regression. ``"gbm"``: scikit-learn's
         HistGradientBoostingClassifier with default settings.
     random_state : int, optional
-        Seed of the inner split and of the gradient boosting.
+        Seed of the cross-validation folds and of the gradient boosting.
     log_sizes : bool, default True
         Use log(1 + x) of the size columns (``S``, ``S_in``, ``S_bd``, ``S_rel``,
         ``S_rel_in``, when fitted on a table) before standardising. Sizes are heavy-tailed
@@ -415,25 +422,25 @@ class MetaClassifier(ClassifierMixin, _MetaEstimator):
         return self
 
     def _fit_lasso(self, Zs, y01, cases, rs):
-        split = self._inner_split(Zs.shape[0], y01, cases, rs)
-        if split is None:
+        folds = self._inner_folds(Zs.shape[0], y01, cases, rs)
+        lams = _lambda_grid(_logit_lambda_max(Zs, y01), N_LAMBDAS, LAMBDA_RATIO)
+        if folds is None:
             # Too few minority segments to hold any out: the weakest penalty of the grid.
-            lam = _lambda_grid(_logit_lambda_max(Zs, y01), N_LAMBDAS, LAMBDA_RATIO)[-1]
-            warm = None
+            best = len(lams) - 1
         else:
-            tr, va = split
-            lams = _lambda_grid(_logit_lambda_max(Zs[tr], y01[tr]), N_LAMBDAS, LAMBDA_RATIO)
-            path, _ = _l1_logistic_path(Zs[tr], y01[tr], lams)
-            losses = [_mean_log_loss(y01[va], Zs[va] @ b[1:] + b[0]) for b in path]
+            # validation log-loss summed over the folds' segments, for each strength
+            loss = np.zeros(len(lams))
+            for tr, va in folds:
+                path, _ = _l1_logistic_path(Zs[tr], y01[tr], lams)
+                loss += [len(va) * _mean_log_loss(y01[va], Zs[va] @ b[1:] + b[0]) for b in path]
             # The first strength of the grid gives the intercept-only model, which ranks nothing;
-            # a few minority segments in the inner validation part can make it look best.
-            best = 1 + int(np.argmin(losses[1:])) if len(losses) > 1 else 0
-            lam, warm = float(lams[best]), path[best]
+            # a few minority segments in the validation parts can make it look best.
+            best = 1 + int(np.argmin(loss[1:])) if len(loss) > 1 else 0
+        lam = float(lams[best])
+        path, _ = _l1_logistic_path(Zs, y01, lams[: best + 1])  # warm start along the path
         Z1 = np.column_stack([np.ones(Zs.shape[0]), Zs])
-        if warm is None:
-            warm = np.zeros(Z1.shape[1])
-        beta = _l1_logistic_fit(Z1, y01, lam, warm)
-        return _LinearModel(beta[1:], beta[0]), float(lam), float(lam)
+        beta = _l1_logistic_fit(Z1, y01, lam, path[-1])
+        return _LinearModel(beta[1:], beta[0]), lam, lam
 
     def _set_linear_attributes(self):
         if isinstance(self.model_, _LinearModel):
@@ -539,10 +546,10 @@ class MetaRegressor(RegressorMixin, _MetaEstimator):
     ----------
     kind : {"linear", "lasso", "gbm"}, default "linear"
         ``"linear"``: ordinary least squares. ``"lasso"``: L1-penalised least squares with the
-        strength chosen by validation error on an inner split (as for
+        strength chosen by the validation error of 5-fold cross-validation (as for
         :class:`MetaClassifier`). ``"gbm"``: HistGradientBoostingRegressor, default settings.
     random_state : int, optional
-        Seed of the inner split and of the gradient boosting.
+        Seed of the cross-validation folds and of the gradient boosting.
     log_sizes : bool, default True
         Use log(1 + x) of the size columns before standardising (see :class:`MetaClassifier`).
 
@@ -633,15 +640,16 @@ class MetaRegressor(RegressorMixin, _MetaEstimator):
         return self
 
     def _fit_lasso(self, Zs, y, cases, rs):
-        tr, va = self._inner_split(Zs.shape[0], None, cases, rs)
-        Xc = Zs[tr] - Zs[tr].mean(axis=0)
-        alpha_max = float(np.max(np.abs(Xc.T @ (y[tr] - y[tr].mean()))) / len(tr))
+        Xc = Zs - Zs.mean(axis=0)
+        alpha_max = float(np.max(np.abs(Xc.T @ (y - y.mean()))) / len(y))
         if alpha_max <= 0:
             alpha = 0.0
         else:
             alphas = _lambda_grid(alpha_max, N_LAMBDAS, LAMBDA_RATIO)
-            path = _lasso_path(Zs[tr], y[tr], alphas)
-            errors = [float(np.mean((y[va] - Zs[va] @ b[1:] - b[0]) ** 2)) for b in path]
+            errors = np.zeros(len(alphas))  # validation squared error summed over the folds
+            for tr, va in self._inner_folds(Zs.shape[0], None, cases, rs):
+                path = _lasso_path(Zs[tr], y[tr], alphas)
+                errors += [float(np.sum((y[va] - Zs[va] @ b[1:] - b[0]) ** 2)) for b in path]
             alpha = float(alphas[int(np.argmin(errors))])
         beta = _lasso_path(Zs, y, [alpha])[0]
         return _LinearModel(beta[1:], beta[0]), alpha

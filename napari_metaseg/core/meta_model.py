@@ -34,7 +34,7 @@ from __future__ import annotations
 # here: meta_io (_LinearModel, _TreeEnsemble, _utc_now) and the tests (_auroc, the solvers).
 from .meta_estimators import (
     CLASSIFIER_KINDS,
-    INNER_VALIDATION,  # noqa: F401
+    INNER_FOLDS,  # noqa: F401
     LAMBDA_RATIO,  # noqa: F401
     MIN_SEGMENTS,
     N_LAMBDAS,  # noqa: F401

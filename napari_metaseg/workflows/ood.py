@@ -699,7 +699,7 @@ def train_regions(table, *, kind="lasso", random_state=0, ood=None, segmentation
     ----------
     table : pandas.DataFrame
         Region tables of one or more cases (a ``case`` column keeps each case on one side of
-        the LASSO strength's inner split, with 3 or more cases) with ``hit``.
+        the LASSO strength's cross-validation folds, with 3 or more cases) with ``hit``.
     kind : {"lasso", "logistic", "gbm"}
         The classifier family.
     ood : dict, optional
