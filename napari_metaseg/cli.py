@@ -74,7 +74,7 @@ def _ignore_index(text):
         raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
-def _add_case_options(p, *, out_help, resumable=True):
+def _add_case_options(p, *, out_help, resumable=True, ignore=True):
     p.add_argument("cases", nargs="*", metavar="CASES",
                    help="softmax files <case>_softmax.<ext> (with <case>_gt.<ext>), case folders holding "
                         "softmax*.<ext> and gt.<ext>, folders of these, or glob patterns "
@@ -87,8 +87,9 @@ def _add_case_options(p, *, out_help, resumable=True):
                         "where a model is given, else auto = 2d/3d by dimension)")
     p.add_argument("--slice-axis", type=int, default=None,
                    help="slice axis in slices mode (default: the model's, else -1)")
-    p.add_argument("--ignore-index", type=_ignore_index, default=255, metavar="N",
-                   help="ground-truth id left out of IoU statistics, or 'none' (default 255)")
+    if ignore:  # not for commands that never compare with ground truth labels
+        p.add_argument("--ignore-index", type=_ignore_index, default=255, metavar="N",
+                       help="ground-truth id left out of IoU statistics, or 'none' (default 255)")
     p.add_argument("--class-axis", type=int, default=-1,
                    help="class axis of npy/npz/TIFF softmax files (default -1; NIfTI: last)")
     g = p.add_mutually_exclusive_group()

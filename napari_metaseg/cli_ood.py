@@ -44,7 +44,8 @@ def _add_ood_parser(sub):
     p.add_argument("--model", metavar="MODEL",
                    help="region model file (`train` on region tables); its threshold, measure and "
                         "excluded classes are used")
-    _add_case_options(p, out_help="output folder", resumable=True)
+    # OoD voxels come from --ood-label (or an annotation file), not from an ignore label
+    _add_case_options(p, out_help="output folder", resumable=True, ignore=False)
     next(a for a in p._actions if a.dest == "out").metavar = "DIR"
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="candidates: heatmap >= T (default: the model's, else 0.5)")

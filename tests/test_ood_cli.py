@@ -224,3 +224,13 @@ def test_region_model_round_trip_and_file_kind(trained):
     assert ((p >= 0.5) == (table["hit"] == 1)).all()
     with pytest.raises(ValueError, match="table_kind"):
         load_models(model, table_kind="regions")
+
+
+def test_ood_has_no_ignore_label_option(tmp_path, capsys):
+    """OoD voxels come from --ood-label or an annotation file; an --ignore-index that did nothing
+    is not offered (usage error, exit 2, nothing written)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["ood", str(tmp_path / "x_softmax.npy"), "--out", str(tmp_path / "o"), "--ignore-index", "3"])
+    assert exc.value.code == 2
+    assert "--ignore-index" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
