@@ -253,9 +253,60 @@ def active_learning_panel(app, out="docs", data="../shared/data/brain"):
     viewer.close()
 
 
+def ood_refit_panel(app, out="docs", data="../shared/data/brain_ood"):
+    """The Unknown tab after "Refit with my decisions" on sub-02L: a region model trained on
+    sub-01L (E >= 0.5, 3D, background excluded), the 30 best-rated regions decided by the lesion
+    annotation, then refitted."""
+    import tempfile
+
+    import napari
+
+    from napari_metaseg._layers import axial_view
+    from napari_metaseg.cli import main as cli
+
+    data = Path(data)
+    tmp = Path(tempfile.mkdtemp())
+    model = tmp / "ood_model.json"
+    assert cli(["ood", str(data / "sub-01L"), "--exclude-class", "0", "--out", str(tmp / "tr"), "-q"]) == 0
+    assert cli(["train", str(tmp / "tr"), "--out", str(model), "-q"]) == 0
+    viewer = napari.Viewer(title="napari-metaseg", show=True)
+    viewer.window._qt_window.resize(*SCREEN)
+    for name in ("t1", "softmax_rf", "lesions"):
+        viewer.open(str(data / "sub-02L" / f"{name}.nii.gz"), plugin="napari-metaseg")
+    axial_view(viewer)
+    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
+    w = dock.show_tab("ood")
+    w.form.ood_layer.value = "lesions"
+    w.form.ood_label.value = -1
+    w.load_model(model)
+    w.find()
+    wait(app, w)
+    feat = w.regions_layer.features.set_index("index")
+    for rid, hit in feat.sort_values("p_hit", ascending=False).head(30)["hit"].items():
+        w.decide("unknown" if hit else "known", region=int(rid))
+    w.refit()
+    wait(app, w)
+    print(w.status.text())
+    w.select_row(0)
+    viewer.layers["softmax_rf"].visible = False
+    viewer.layers["lesions"].visible = False
+    from qtpy.QtWidgets import QScrollArea
+
+    area = w.parentWidget()
+    while area is not None and not isinstance(area, QScrollArea):
+        area = area.parentWidget()
+    settle(app)
+    if area is not None:  # the refit and save buttons in view
+        area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
+    settle(app)
+    save(viewer, Path(out) / "gui_ood_refit.png")
+    viewer.close()
+
+
 if __name__ == "__main__":
     funcs = {"active_learning": active_learning_panel, "review_queue": review_queue, "nuclei": nuclei,
-             "brain_axial": brain_axial, "meta_panel": meta_panel, "quality": quality_panel}
+             "brain_axial": brain_axial, "meta_panel": meta_panel, "quality": quality_panel,
+             "ood_refit": ood_refit_panel}
     if len(sys.argv) > 1 and sys.argv[1] in funcs:
         from qtpy.QtWidgets import QApplication
 
