@@ -444,11 +444,7 @@ def pixel_scores(scores, ood=None, *, mask=None):
     if ood is None:
         raise ValueError("pixel_scores: ood (the annotated OoD voxels) is needed with heatmaps")
     ood = np.asarray(ood)
-    label = (ood != 0).reshape(-1)
-    keep = None
-    if mask is not None:
-        keep = _ood()._check_mask(mask, ood.shape).reshape(-1)
-        label = label[keep]
+    label, keep = _labels(ood, mask)
     rows = []
     for name, s in scores.items():
         s = np.asarray(s)
