@@ -74,3 +74,14 @@ def test_replacing_a_cell_changes_frame_and_screen(qapp):
     assert frame["decision"].tolist() == ["", "", ""]  # the caller's frame is not touched
     model.set_frame(pd.DataFrame())
     assert (model.rowCount(), model.columnCount()) == (0, 0)
+
+
+def test_headers_explain_the_quality_columns_on_hover(qapp):
+    from napari_metaseg._widgets._table import COLUMN_TIPS, DataFrameModel
+
+    model = DataFrameModel(pd.DataFrame({"index": [1], "iou_adj_pred": [0.5], "p_hit": [0.9], "zzz": [1]}))
+    tip = [model.headerData(c, Qt.Horizontal, Qt.ToolTipRole) for c in range(4)]
+    assert tip[0] is None and tip[3] is None  # no made-up text for columns it does not know
+    assert "predicted IoU_adj" in tip[1] and tip[2].startswith("P(OoD)")
+    assert [model.headerData(c, Qt.Horizontal) for c in range(4)] == ["index", "iou_adj_pred", "p_hit", "zzz"]
+    assert all(isinstance(v, str) and v for v in COLUMN_TIPS.values())

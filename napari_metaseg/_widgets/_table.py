@@ -7,6 +7,25 @@ import pandas as pd
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 
 _TEXT_ROLES = (Qt.DisplayRole, Qt.ToolTipRole)
+#: What a column header means, shown when the pointer rests on it (the headers themselves keep
+#: the column names of the CSV files and the Python API).
+COLUMN_TIPS = {
+    "iou_adj_pred": "predicted IoU_adj of the segment (meta regressor): 0 worst, 1 best",
+    "p_iou0": "probability that the segment does not overlap the ground truth at all (IoU_adj = 0)",
+    "iou_adj": "true IoU_adj against the ground truth (MetaSeg's adjusted IoU)",
+    "iou": "true IoU against the ground truth",
+    "class_name": "the predicted class of the segment",
+    "S": "segment size in pixels / voxels",
+    "E": "mean entropy over the segment (0 certain, 1 uniform)",
+    "D": "mean probability margin dispersion (1 - p1 + p2) over the segment",
+    "V": "mean variation ratio (1 - p1) over the segment",
+    "p_hit": "P(OoD): probability from the region model that the region is out of distribution",
+    "hit": "1 when the region touches an annotated OoD (unknown) voxel",
+    "decision": "the reviewer's decision on the region (saved at once)",
+    "quality_pred": "predicted quality of the slice or case (image-level regressor, mean IoU)",
+    "mean_iou": "true mean IoU over the classes present (ground truth)",
+    "mean_dice": "true mean Dice over the classes present (ground truth)",
+}
 #: Rows whose text sets a column's width when the view fits its columns to their contents
 #: (Qt's default measures 1000 rows per column, a fifth of a second for a brain's segments).
 RESIZE_ROWS = 50
@@ -95,6 +114,8 @@ class DataFrameModel(QAbstractTableModel):
         return str(v)
 
     def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if orientation == Qt.Horizontal and role == Qt.ToolTipRole:
+            return COLUMN_TIPS.get(str(self._df.columns[section]))
         if role != Qt.DisplayRole:
             return None
         if orientation == Qt.Horizontal:
