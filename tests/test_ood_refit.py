@@ -350,6 +350,20 @@ def test_unknown_tab_refits_with_the_decisions(make_napari_viewer, qtbot, tmp_pa
     assert old.classifier.n_segments_ == 12 and widget.models.classifier.n_segments_ == 16
     text = widget.status.text()
     assert "refitted: 4 decisions (2 unknown, 2 not OoD)" in text and "12 -> 16" in text
+    assert "Against your decisions" not in text  # every decided region moved the decided way
+    # when a refit moves decided regions against the decisions, the status says so
+    feats = layer.features
+    p0 = feats["p_hit"].to_numpy(float)
+    decided = widget.store.decisions()
+    unknown = [i for i, d in decided.items() if d == "unknown"]
+    known = [i for i, d in decided.items() if d == "known"]
+    p1 = p0.copy()
+    p1[feats["index"].to_numpy() == unknown[0]] -= 0.1
+    p1[feats["index"].to_numpy() == known[0]] += 0.1
+    note = widget._against_decisions(feats, p0, p1)
+    assert f"1 of the {len(unknown)} flagged unknown rated lower" in note
+    assert f"1 of the {len(known)} marked not OoD rated higher" in note
+    assert widget._against_decisions(feats, p0, p0) == ""
     after = layer.features.set_index("index")["p_hit"]
     assert (after[hits == 1] < before[hits == 1]).all() and (after[hits == 0] > before[hits == 0]).all()
     shown = widget.shown_table().set_index("index")

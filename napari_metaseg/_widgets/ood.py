@@ -667,9 +667,31 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         kept = int((after >= self.result.settings["p_keep"]).sum())
         self.status.setText(f"refitted: {res.n_decided} decisions ({res.n_unknown} unknown, "
                             f"{res.n_known} not OoD{replaced}); {res.n_before} -> {res.n_after} training "
-                            f"regions{dropped}{moved}; {kept} rated OoD. Not saved yet")
+                            f"regions{dropped}{moved}; {kept} rated OoD. Not saved yet"
+                            + self._against_decisions(table, before, after))
         self._update_buttons()
         self.refitted.emit(res)
+
+    def _against_decisions(self, table, before, after):
+        """A sentence when the refit moved decided regions against their decisions (a region
+        flagged unknown now rated lower, one marked not OoD rated higher), else ''."""
+        if self.store is None:
+            return ""
+        decided = self.store.decisions()
+        ids = table["index"].to_numpy()
+        d = np.array([decided.get(int(i), "") for i in ids])
+        with np.errstate(invalid="ignore"):
+            down = int(((d == "unknown") & (after < before - 1e-9)).sum())
+            up = int(((d == "known") & (after > before + 1e-9)).sum())
+        if not down and not up:
+            return ""
+        parts = []
+        if down:
+            parts.append(f"{down} of the {int((d == 'unknown').sum())} flagged unknown rated lower")
+        if up:
+            parts.append(f"{up} of the {int((d == 'known').sum())} marked not OoD rated higher")
+        return (f". Against your decisions: {' and '.join(parts)} (regions that look alike were decided "
+                "both ways; the model weighs all of them)")
 
     def save_region_model(self, path=None):
         """Write the panel's region model (and its training regions beside it); asks for the path
