@@ -47,3 +47,9 @@ def canvas_rgb_oriented(viewer, shot, world_rc):
     cx = hsign * (world_rc[1] - cam.center[-1]) * cam.zoom + w / 2
     patch = shot[int(cy) - 1 : int(cy) + 2, int(cx) - 1 : int(cx) + 2, :3].reshape(-1, 3)
     return patch.mean(0) / 255.0
+
+
+def metaseg_dock(viewer):
+    """The MetaSeg dock added to ``viewer`` (the plugin's one dock widget)."""
+    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
+    return dock

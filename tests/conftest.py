@@ -17,3 +17,11 @@ def shared_data():
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip(f"real data not found at {SHARED_DATA} (only CI and developer machines have it)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def private_dirs(tmp_path, monkeypatch):
+    """Settings and review sidecars in the test's own folders, never the user's."""
+    monkeypatch.setenv("NAPARI_METASEG_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("NAPARI_METASEG_REVIEW_DIR", str(tmp_path / "user"))
+    return tmp_path

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _cvd import seen as _seen
 
 from napari_metaseg.core.colors import NOT_RATED, QUALITY_STOPS, quality_rgba
 
-colorspacious = pytest.importorskip("colorspacious")
+pytest.importorskip("colorspacious")
 
 #: Simulations: none, and full deuteranopia, protanopia, tritanopia (Machado et al. via colorspacious).
 VISION = (None, "deuteranomaly", "protanomaly", "tritanomaly")
 #: CAM02-UCS distances: about 2-3 units is a just noticeable difference; these are clear steps.
 MIN_WORST_BEST = 40.0
 MIN_TO_NOT_RATED = 25.0
-
-
-def _seen(rgb, vision):
-    rgb = np.asarray(rgb, dtype=np.float64)
-    if vision is not None:
-        cvd = {"name": "sRGB1+CVD", "cvd_type": vision, "severity": 100}
-        rgb = np.clip(colorspacious.cspace_convert(rgb, cvd, "sRGB1"), 0, 1)
-    return colorspacious.cspace_convert(rgb, "sRGB1", "CAM02-UCS")
 
 
 @pytest.mark.parametrize("vision", VISION)

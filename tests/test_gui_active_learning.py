@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from _gui_helpers import wait_for_worker
+from _gui_helpers import metaseg_dock, wait_for_worker
 from scipy import ndimage
 
 pytestmark = pytest.mark.gui
@@ -383,7 +383,7 @@ def test_an_opened_slice_arrives_rated_at_that_slice(make_napari_viewer, qtbot, 
     viewer = make_napari_viewer()
     clf, reg, _ = load_models(model_file)
     session_for(viewer).set_models(clf, reg, str(model_file))
-    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
+    dock = metaseg_dock(viewer)
     triage = dock.show_tab("active_learning")
     triage.form.inputs.value = str(folder)
     triage.form.mode.value = "slices"

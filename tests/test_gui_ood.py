@@ -14,13 +14,8 @@ try:
 except ImportError:  # tests/ made a package
     from tests.test_ood_cli import CUBES, N_CUBE, SHEETS, ood_case, write_cases
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("private_dirs")]
 
-
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_METASEG_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("NAPARI_METASEG_REVIEW_DIR", str(tmp_path / "user"))
 
 
 @pytest.fixture

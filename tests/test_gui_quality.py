@@ -7,23 +7,15 @@ import threading
 
 import numpy as np
 import pytest
-from _gui_helpers import wait_for_worker
+from _gui_helpers import metaseg_dock, wait_for_worker
 from qtpy.QtCore import Qt
 
 from napari_metaseg.core import flag_errors, segmentation_scores
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("private_dirs")]
 
 
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_METASEG_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("NAPARI_METASEG_REVIEW_DIR", str(tmp_path / "user"))
 
-
-def _dock(viewer):
-    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
-    return dock
 
 
 def _wait_ready(qtbot, panel, start):
@@ -55,7 +47,7 @@ def _tiny_viewer(make_napari_viewer, *, with_gt=True):
 
 def test_scores_table_is_segmentation_scores_and_hand_checked(make_napari_viewer, qtbot):
     viewer = _tiny_viewer(make_napari_viewer)
-    panel = _dock(viewer).quality
+    panel = metaseg_dock(viewer).quality
     assert panel.strip_slot.itemAt(0).widget() is panel.slice_quality  # the quality strip on top
     assert panel.form.probabilities.value == "tiny softmax" and panel.form.ground_truth.value == "tiny gt"
     _wait_ready(qtbot, panel, panel.compute_scores)
@@ -87,7 +79,7 @@ def test_scores_table_is_segmentation_scores_and_hand_checked(make_napari_viewer
 
 def test_no_ground_truth_says_so_and_flagging_still_works(make_napari_viewer, qtbot):
     viewer = _tiny_viewer(make_napari_viewer, with_gt=False)
-    panel = _dock(viewer).quality
+    panel = metaseg_dock(viewer).quality
     assert panel.form.ground_truth.value == "(none)"
     assert panel.compute_scores() is None and panel.worker is None
     text = panel.status.text()
@@ -174,7 +166,7 @@ def test_cancel_leaves_nothing_half_added(make_napari_viewer, qtbot, monkeypatch
     from napari_metaseg import workflows
 
     viewer = _tiny_viewer(make_napari_viewer)
-    panel = _dock(viewer).quality
+    panel = metaseg_dock(viewer).quality
     panel.flag_form.foreground_only.value = False
     _wait_ready(qtbot, panel, panel.flag)  # a first run: the layer the cancelled run must not touch
     layer = viewer.layers["tiny flagged voxels"]
@@ -210,7 +202,7 @@ def test_cancel_leaves_nothing_half_added(make_napari_viewer, qtbot, monkeypatch
 
 def test_calibrated_rule_needs_other_cases(make_napari_viewer, qtbot, tmp_path):
     viewer = _tiny_viewer(make_napari_viewer)
-    panel = _dock(viewer).quality
+    panel = metaseg_dock(viewer).quality
     panel.flag_form.method.value = "calibrated"
     assert not panel.flag_form.training_cases.native.isHidden()
     assert panel.value_label.text() == "target recall"
@@ -245,16 +237,11 @@ def test_calibrated_rule_needs_other_cases(make_napari_viewer, qtbot, tmp_path):
 def test_flag_colour_stays_apart_for_colour_blind_reviewers():
     """White contours: apart from every ramp colour and far from the grey of unrated segments,
     under normal vision and simulated deuteranopia, protanopia and tritanopia."""
-    colorspacious = pytest.importorskip("colorspacious")
+    pytest.importorskip("colorspacious")
+    from _cvd import seen
+
     from napari_metaseg._layers import FLAG_RGB
     from napari_metaseg.core.colors import NOT_RATED, quality_rgba
-
-    def seen(rgb, vision):
-        rgb = np.asarray(rgb, dtype=np.float64)
-        if vision is not None:
-            cvd = {"name": "sRGB1+CVD", "cvd_type": vision, "severity": 100}
-            rgb = np.clip(colorspacious.cspace_convert(rgb, cvd, "sRGB1"), 0, 1)
-        return colorspacious.cspace_convert(rgb, "sRGB1", "CAM02-UCS")
 
     ramp = quality_rgba(np.linspace(0, 1, 201))[:, :3]
     for vision, min_ramp in ((None, 20.0), ("deuteranomaly", 20.0), ("protanomaly", 20.0),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _gui_helpers import wait_for_worker
+from _gui_helpers import metaseg_dock, wait_for_worker
 from test_gui_active_learning import _rank, _volume
 
 pytestmark = pytest.mark.gui
@@ -44,7 +44,7 @@ def _open_volume(make_napari_viewer, qtbot, tmp_path, model, mode="slices"):
     viewer = make_napari_viewer()
     if model is not None:
         session_for(viewer).set(model)
-    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
+    dock = metaseg_dock(viewer)
     triage = dock.show_tab("active_learning")
     triage.form.inputs.value = str(folder)
     triage.form.mode.value = mode

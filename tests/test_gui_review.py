@@ -9,13 +9,8 @@ from qtpy.QtCore import Qt
 
 from napari_metaseg._layers import camera
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("private_dirs")]
 
-
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_METASEG_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("NAPARI_METASEG_REVIEW_DIR", str(tmp_path / "user"))
 
 
 def _brain_review(make_napari_viewer, show=False):

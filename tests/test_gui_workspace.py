@@ -4,22 +4,14 @@ loop counted in user actions."""
 
 import numpy as np
 import pytest
-from _gui_helpers import wait_for_worker
+from _gui_helpers import metaseg_dock, wait_for_worker
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("private_dirs")]
 
 LAPTOP = (1366, 768)
 
 
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_METASEG_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("NAPARI_METASEG_REVIEW_DIR", str(tmp_path / "user"))
 
-
-def _dock(viewer):
-    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
-    return dock
 
 
 def _run(qtbot, analysis):
@@ -36,7 +28,7 @@ def _main_window(dock):
 def test_one_dock_fits_a_laptop_screen_with_every_part(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-metaseg", "nuclei2d")
-    dock = _dock(viewer)
+    dock = metaseg_dock(viewer)
     tabs = [dock.tabs.tabText(i) for i in range(dock.tabs.count())]
     assert tabs == ["Analyse", "Model", "Review", "Quality", "Triage", "Colours", "Unknown"]
     window = _main_window(dock)
@@ -70,7 +62,7 @@ def test_legend_on_canvas_hover_and_table_order(make_napari_viewer, qtbot):
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-metaseg", "nuclei2d")
-    dock = _dock(viewer)
+    dock = metaseg_dock(viewer)
     layer = _run(qtbot, dock.analysis)
     legend = dock.legend
     # the legend stays with the canvas whatever tab is shown, naming column and range
@@ -119,7 +111,7 @@ def test_volume_opens_axial_radiological_slice_wise(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     for name in ("t1", "softmax", "gt"):
         viewer.open(str(SAMPLE_DIR / f"brain3d_{name}.nii.gz"), plugin="napari-metaseg")
-    dock = _dock(viewer)
+    dock = metaseg_dock(viewer)
     form = dock.analysis.form
     assert form.mode.value == "slices" and form.slice_axis.value == -1  # along z: axial slices
     assert dock.analysis.class_names() == ["background", "CSF", "grey matter", "white matter"]
@@ -146,7 +138,7 @@ def test_case_ids_follow_the_files_and_refit_never_silently_replaces(make_napari
             img = nib.load(str(SAMPLE_DIR / f"brain3d_{name}.nii.gz"))
             nib.save(img, str(folder / f"{name}_rf.nii.gz" if name == "softmax" else folder / "gt.nii.gz"))
     viewer = make_napari_viewer()
-    dock = _dock(viewer)
+    dock = metaseg_dock(viewer)
     for f in ("softmax_rf", "gt"):
         viewer.open(str(tmp_path / "sub-01" / "anat" / f"{f}.nii.gz"), plugin="napari-metaseg")
     dock.analysis.form.min_interior.value = 0
@@ -185,7 +177,7 @@ def test_a_failure_resets_the_bar_and_says_why_in_the_panel(make_napari_viewer, 
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-metaseg", "nuclei2d")
-    dock = _dock(viewer)
+    dock = metaseg_dock(viewer)
     monkeypatch.setattr("napari.utils.notifications.show_error", lambda *a, **k: None)
 
     def failing(*args, **kwargs):
@@ -287,7 +279,7 @@ def test_a_case_opened_from_triage_arrives_with_its_quality_overlay(make_napari_
     model = drain(workflows.train(cases=find_cases([folder]), settings=workflows.case_settings(),
                                   min_interior=0, n_splits=0))
     viewer = make_napari_viewer()
-    dock = _dock(viewer)
+    dock = metaseg_dock(viewer)
     dock.analysis.session.set(model)
     triage = dock.show_tab("active_learning")
     triage.form.inputs.value = str(folder)
@@ -316,7 +308,7 @@ def test_the_dock_prepares_the_engine_and_starts_a_run_asked_for_meanwhile(make_
     monkeypatch.setattr(warmup, "_INSTANCE", None)  # a new viewer process
     viewer = make_napari_viewer()
     viewer.open_sample("napari-metaseg", "nuclei2d")
-    dock = _dock(viewer)
+    dock = metaseg_dock(viewer)
     warm = dock.warm_up
     assert isinstance(warm, warmup.EngineWarmUp)
     if not warm.is_ready:  # (numba's cache is warm here, so this takes about a second)

@@ -270,15 +270,14 @@ def test_cli_refit_refuses_mixed_kinds_and_other_settings(trained, capsys):
 # The Unknown tab
 # ============================================================================================
 @pytest.mark.gui
-def test_unknown_tab_refits_with_the_decisions(make_napari_viewer, qtbot, tmp_path, monkeypatch, trained):
+def test_unknown_tab_refits_with_the_decisions(make_napari_viewer, qtbot, tmp_path, monkeypatch, trained,
+                                                private_dirs):
     import nibabel as nib
-    from _gui_helpers import wait_for_worker
+    from _gui_helpers import metaseg_dock, wait_for_worker
 
     from napari_metaseg._layers import axial_view
     from napari_metaseg._widgets.ood import p_rgba
 
-    monkeypatch.setenv("NAPARI_METASEG_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("NAPARI_METASEG_REVIEW_DIR", str(tmp_path / "user"))
     _, region_model = trained
     p, gt, _ = ood_case(9)
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -288,7 +287,7 @@ def test_unknown_tab_refits_with_the_decisions(make_napari_viewer, qtbot, tmp_pa
     viewer.open(str(tmp_path / "case_softmax.nii.gz"), plugin="napari-metaseg")
     viewer.open(str(tmp_path / "case_gt.nii.gz"), plugin="napari-metaseg")
     axial_view(viewer)
-    _, dock = viewer.window.add_plugin_dock_widget("napari-metaseg", "MetaSeg")
+    dock = metaseg_dock(viewer)
     widget = dock.show_tab("ood")
     widget.form.ood_layer.value = "case_gt"
     widget.form.exclude_background.value = False  # the synthetic sheets are predicted as class 0
