@@ -11,6 +11,17 @@ import time
 PROGRESS_INTERVAL = 0.25
 
 
+def progress_widgets():
+    """The progress bar (0-100) and the word-wrapped status line a panel's worker reports to."""
+    from qtpy.QtWidgets import QLabel, QProgressBar
+
+    progress = QProgressBar()
+    progress.setRange(0, 100)
+    status = QLabel("")
+    status.setWordWrap(True)
+    return progress, status
+
+
 class WorkerPanelMixin:
     """For a QWidget with ``progress`` (QProgressBar) and ``status`` (QLabel) and the handlers
     ``_on_returned``, ``_on_errored`` and ``_on_aborted``; when the worker has finished, the

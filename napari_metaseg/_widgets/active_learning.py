@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -33,7 +32,7 @@ from ._form import make_form, path_text
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel, table_view
-from ._worker import WorkerPanelMixin
+from ._worker import WorkerPanelMixin, progress_widgets
 
 BY = ("auto", "case", "slice")
 SHOWN = ("rank", "case", "slice", "quality_pred", "mean_iou", "iou_adj_pred_mean", "share_likely_wrong",
@@ -110,10 +109,7 @@ class ActiveLearningWidget(WorkerPanelMixin, QWidget):
 
         self.rank_button = QPushButton("Rank cases")
         self.rank_button.clicked.connect(self.rank_or_cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.progress, self.status = progress_widgets()
 
         self.model = DataFrameModel()
         self.table_view = table_view(self.model, lambda row: self.open_row(row), row_numbers=False)

@@ -11,8 +11,6 @@ import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
-    QLabel,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -36,7 +34,7 @@ from ._form import make_form, set_choices
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel, LabelTableLink, table_view
-from ._worker import PROGRESS_INTERVAL, WorkerPanelMixin  # noqa: F401 (PROGRESS_INTERVAL: the panel's figure)
+from ._worker import PROGRESS_INTERVAL, WorkerPanelMixin, progress_widgets  # noqa: F401 (PROGRESS_INTERVAL: the panel's figure)
 from .legend import legend_for
 
 NONE = "(none)"
@@ -190,10 +188,7 @@ class AnalysisWidget(LabelTableLink, WorkerPanelMixin, QWidget):
 
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run_or_cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.progress, self.status = progress_widgets()
 
         self.legend = legend_for(napari_viewer)  # on the canvas, visible whatever dock is shown
         self.model = DataFrameModel()

@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QTableView,
     QTabWidget,
@@ -36,7 +35,7 @@ from ._form import make_form, path_text
 from ._session import session_for
 from ._settings import section, update_settings
 from ._table import DataFrameModel
-from ._worker import WorkerPanelMixin
+from ._worker import WorkerPanelMixin, progress_widgets
 
 READ_MODES = MODES
 #: "auto" kinds and min interior -1 ("auto") take the segmentation mode's defaults (names.DEFAULT_TRAINING)
@@ -117,10 +116,7 @@ class MetaWidget(WorkerPanelMixin, QWidget):
         self.train_button.clicked.connect(self.train_or_cancel)
         self.refit_button = QPushButton("Refit after adding the current case")
         self.refit_button.clicked.connect(self.refit_current)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.progress, self.status = progress_widgets()
         self.split_label = QLabel("")
         self.split_label.setWordWrap(True)
 

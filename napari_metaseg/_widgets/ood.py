@@ -29,7 +29,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QSlider,
     QVBoxLayout,
@@ -40,7 +39,7 @@ from .. import workflows
 from .._layers import case_id_of, centre_on_mask, input_layers, spatial_kwargs
 from ._form import make_form, set_choices
 from ._table import DataFrameModel, LabelTableLink, table_view
-from ._worker import WorkerPanelMixin
+from ._worker import WorkerPanelMixin, progress_widgets
 from .legend import ramp_pixmap as legend_ramp
 from .legend import swatch_pixmap
 
@@ -151,10 +150,7 @@ class OodWidget(LabelTableLink, WorkerPanelMixin, QWidget):
         self.load_button.clicked.connect(lambda: self.load_model())
         self.find_button = QPushButton("Find regions")
         self.find_button.clicked.connect(self.find_or_cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.progress, self.status = progress_widgets()
 
         legend = QHBoxLayout()
         legend.addWidget(QLabel("P(OoD) 0"))

@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -40,7 +39,7 @@ from ..workflows.quality import check_flag_options
 from ._form import make_form, path_text, set_choices
 from ._session import session_for
 from ._table import DataFrameModel, table_view
-from ._worker import WorkerPanelMixin
+from ._worker import WorkerPanelMixin, progress_widgets
 from .legend import swatch_pixmap
 from .quality_strip import SliceQualityView
 
@@ -118,10 +117,7 @@ class QualityWidget(WorkerPanelMixin, QWidget):
         self.gt_note.setWordWrap(True)
         self.score_button = QPushButton("Compute scores")
         self.score_button.clicked.connect(self.scores_or_cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.progress, self.status = progress_widgets()
 
         self.case_model = DataFrameModel()
         self.case_view = table_view(self.case_model, lambda row: None, row_numbers=False)

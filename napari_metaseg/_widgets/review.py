@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -35,7 +34,7 @@ from .._layers import camera
 from ._form import make_form, set_choices
 from ._session import session_for
 from ._table import DataFrameModel, table_view
-from ._worker import WorkerPanelMixin
+from ._worker import WorkerPanelMixin, progress_widgets
 
 NONE = "(none)"
 #: The segmentation modes offered (those of ``names.MODES`` a volume can use), slice-wise first:
@@ -141,10 +140,7 @@ class ReviewWidget(WorkerPanelMixin, QWidget):
 
         self.find_button = QPushButton("Find label errors")
         self.find_button.clicked.connect(self.find_or_cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.progress, self.status = progress_widgets()
 
         self.model = DataFrameModel()
         self.table_view = table_view(self.model, lambda row: self.go_to(row), row_numbers=False)
